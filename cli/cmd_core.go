@@ -1,0 +1,391 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/heft-dev/heft/store"
+)
+
+func cmdInit() *cli.Command {
+	return &cli.Command{
+		Name:      "init",
+		Usage:     "create a store (stores are also created on first use)",
+		ArgsUsage: "[DIR]",
+		Flags:     commonFlags(),
+		Action: func(c *cli.Context) error {
+			e := getEnv(c)
+			if c.NArg() > 1 {
+				return usagef("init takes at most one directory")
+			}
+			if c.NArg() == 1 {
+				e.storeDir = c.Args().First()
+			}
+			s, err := e.open()
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			if e.json {
+				return e.printJSON(map[string]string{"store": s.Dir()})
+			}
+			fmt.Fprintf(e.stdout, "heft store at %s\n", s.Dir())
+			return nil
+		},
+	}
+}
+
+func cmdImport() *cli.Command {
+	return &cli.Command{
+		Name:      "import",
+		Usage:     "store a model directory or .safetensors file as a new commit of NAME[:TAG]",
+		ArgsUsage: "SRC",
+		Flags: commonFlags(
+			&cli.StringFlag{Name: "name", Aliases: []string{"n"}, Usage: "ref to create or advance, NAME[:TAG]", Required: true},
+			&cli.StringFlag{Name: "message", Aliases: []string{"m"}, Usage: "commit message"},
+			&cli.StringFlag{Name: "base", Usage: "model this one derives from (recorded in provenance)"},
+		),
+		Action: func(c *cli.Context) error {
+			e := getEnv(c)
+			if c.NArg() != 1 {
+				return usagef("import takes one SRC (a model directory or a .safetensors file)")
+			}
+			return runImport(c, e, c.Args().First(), c.String("name"), c.String("message"), c.String("base"))
+		},
+	}
+}
+
+func runImport(c *cli.Context, e *env, src, name, message, base string) error {
+	ref, err := store.ParseRef(name)
+	if err != nil {
+		return err
+	}
+	s, err := e.open()
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	opts := store.ImportOptions{Ref: ref, Message: message}
+	if base != "" {
+		baseID, err := s.Resolve(base)
+		if err != nil {
+			return fmt.Errorf("--base: %w", err)
+		}
+		opts.Provenance = &store.Provenance{Op: "import", Source: src, Params: map[string]string{"base": base}, Inputs: []store.ID{baseID}}
+	}
+	progress, done := e.bar("import")
+	opts.Progress = progress
+	start := time.Now()
+	res, err := s.Import(c.Context, src, opts)
+	done()
+	if err != nil {
+		return err
+	}
+	elapsed := time.Since(start)
+	if e.json {
+		return e.printJSON(map[string]any{
+			"commit": res.Commit, "ref": res.Ref.String(), "files": res.Files, "tensors": res.Tensors,
+			"logical_bytes": res.LogicalBytes, "new_pack_bytes": res.Stats.PackBytes,
+			"new_chunks": res.Stats.NewChunks, "chunks": res.Stats.Chunks, "seconds": elapsed.Seconds(),
+		})
+	}
+	fmt.Fprintf(e.stdout, "%s %s\n", res.Commit, res.Ref)
+	fmt.Fprintf(e.stdout, "%d files, %d tensors: %s logical, %s newly stored (%s) in %.1fs\n",
+		res.Files, res.Tensors, humanBytes(res.LogicalBytes), humanBytes(res.Stats.PackBytes),
+		percent(res.Stats.PackBytes, res.LogicalBytes), elapsed.Seconds())
+	return nil
+}
+
+func cmdExport() *cli.Command {
+	return &cli.Command{
+		Name:      "export",
+		Usage:     "write a model directory byte-identical to what was imported",
+		ArgsUsage: "REF DEST",
+		Flags:     commonFlags(),
+		Action: func(c *cli.Context) error {
+			e := getEnv(c)
+			if c.NArg() != 2 {
+				return usagef("export takes REF and DEST")
+			}
+			s, err := e.open()
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			progress, done := e.bar("export")
+			start := time.Now()
+			res, err := s.Export(c.Context, c.Args().Get(0), c.Args().Get(1), progress)
+			done()
+			if err != nil {
+				return err
+			}
+			if e.json {
+				return e.printJSON(map[string]any{"commit": res.Commit, "files": res.Files, "bytes": res.Bytes, "dest": c.Args().Get(1)})
+			}
+			fmt.Fprintf(e.stdout, "exported %s: %d files, %s to %s in %.1fs\n", res.Commit.Short(), res.Files, humanBytes(res.Bytes), c.Args().Get(1), time.Since(start).Seconds())
+			return nil
+		},
+	}
+}
+
+// refSummary is one line of `heft ls`.
+type refSummary struct {
+	Ref          string   `json:"ref"`
+	Commit       store.ID `json:"commit"`
+	LogicalBytes int64    `json:"logical_bytes"`
+	Files        int      `json:"files"`
+	Tensors      int      `json:"tensors"`
+}
+
+func cmdLs() *cli.Command {
+	return &cli.Command{
+		Name:  "ls",
+		Usage: "list refs with commit, logical size, files and tensors",
+		Flags: commonFlags(),
+		Action: func(c *cli.Context) error {
+			e := getEnv(c)
+			s, err := e.open()
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			st, err := s.Stats(nil)
+			if err != nil {
+				return err
+			}
+			out := make([]refSummary, 0, len(st.Models))
+			for _, m := range st.Models {
+				out = append(out, refSummary{Ref: m.Ref, Commit: m.Commit, LogicalBytes: m.LogicalBytes, Files: m.Files, Tensors: m.Tensors})
+			}
+			if e.json {
+				return e.printJSON(out)
+			}
+			rows := make([][]string, 0, len(out))
+			for _, r := range out {
+				rows = append(rows, []string{r.Ref, r.Commit.Short(), humanBytes(r.LogicalBytes), fmt.Sprint(r.Files), fmt.Sprint(r.Tensors)})
+			}
+			e.table([]string{"REF", "COMMIT", "SIZE", "FILES", "TENSORS"}, rows)
+			return nil
+		},
+	}
+}
+
+func cmdLog() *cli.Command {
+	return &cli.Command{
+		Name:      "log",
+		Usage:     "history of a ref, newest first, with provenance",
+		ArgsUsage: "REF",
+		Flags:     commonFlags(&cli.IntFlag{Name: "max-count", Aliases: []string{"n"}, Usage: "show at most N commits"}),
+		Action: func(c *cli.Context) error {
+			e := getEnv(c)
+			if c.NArg() != 1 {
+				return usagef("log takes one REF")
+			}
+			s, err := e.open()
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			entries, err := s.Log(c.Args().First(), c.Int("max-count"))
+			if err != nil {
+				return err
+			}
+			if e.json {
+				return e.printJSON(entries)
+			}
+			for _, le := range entries {
+				cm := le.Commit
+				fmt.Fprintf(e.stdout, "commit %s\n", le.ID)
+				if len(cm.Parents) > 0 {
+					ps := make([]string, len(cm.Parents))
+					for i, p := range cm.Parents {
+						ps[i] = p.Short()
+					}
+					fmt.Fprintf(e.stdout, "Parents: %s\n", strings.Join(ps, " "))
+				}
+				fmt.Fprintf(e.stdout, "Date:    %s\n", cm.Time)
+				fmt.Fprintf(e.stdout, "Op:      %s", cm.Provenance.Op)
+				if cm.Provenance.Source != "" {
+					fmt.Fprintf(e.stdout, " from %s", cm.Provenance.Source)
+				}
+				for k, v := range cm.Provenance.Params {
+					fmt.Fprintf(e.stdout, " %s=%s", k, v)
+				}
+				fmt.Fprintf(e.stdout, " (heft %s)\n", cm.Provenance.HeftVersion)
+				if cm.Message != "" {
+					fmt.Fprintf(e.stdout, "\n    %s\n", cm.Message)
+				}
+				fmt.Fprintln(e.stdout)
+			}
+			return nil
+		},
+	}
+}
+
+func cmdShow() *cli.Command {
+	return &cli.Command{
+		Name:      "show",
+		Usage:     "files and tensors of a commit: dtype, shape, bytes, how stored, which models share it",
+		ArgsUsage: "REF",
+		Flags:     commonFlags(),
+		Action: func(c *cli.Context) error {
+			e := getEnv(c)
+			if c.NArg() != 1 {
+				return usagef("show takes one REF")
+			}
+			s, err := e.open()
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			res, err := s.Show(c.Args().First())
+			if err != nil {
+				return err
+			}
+			if e.json {
+				return e.printJSON(res)
+			}
+			fmt.Fprintf(e.stdout, "commit %s  %s  %s\n\n", res.Commit, res.Info.Time, res.Info.Provenance.Op)
+			var rows [][]string
+			for _, f := range res.Files {
+				rows = append(rows, []string{f.Path, f.Format, humanBytes(int64(f.Size)), fmt.Sprint(f.Tensors), f.SHA256[:16]})
+			}
+			e.table([]string{"FILE", "FORMAT", "SIZE", "TENSORS", "SHA256"}, rows)
+			fmt.Fprintln(e.stdout)
+			rows = rows[:0]
+			for _, t := range res.Tensors {
+				shared := "-"
+				if len(t.SharedBy) > 0 {
+					shared = strings.Join(t.SharedBy, ",")
+				}
+				rows = append(rows, []string{t.Name, t.DType, fmt.Sprint(t.Shape), humanBytes(int64(t.Bytes)), humanBytes(int64(t.Stored)), t.How, shared})
+			}
+			e.table([]string{"TENSOR", "DTYPE", "SHAPE", "BYTES", "STORED", "HOW", "SHARED WITH"}, rows)
+			return nil
+		},
+	}
+}
+
+func cmdDiff() *cli.Command {
+	return &cli.Command{
+		Name:      "diff",
+		Usage:     "tensor-level difference: identical, changed (relative L2), added, removed; bytes shared",
+		ArgsUsage: "REF1 REF2",
+		Flags:     commonFlags(),
+		Action: func(c *cli.Context) error {
+			e := getEnv(c)
+			if c.NArg() != 2 {
+				return usagef("diff takes REF1 and REF2")
+			}
+			s, err := e.open()
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			d, err := s.Diff(c.Args().Get(0), c.Args().Get(1))
+			if err != nil {
+				return err
+			}
+			if e.json {
+				return e.printJSON(d)
+			}
+			for _, ch := range d.Changed {
+				rel := "n/a"
+				if ch.RelL2 >= 0 {
+					rel = fmt.Sprintf("%.3g", ch.RelL2)
+				}
+				if ch.ShapeChange {
+					rel = "dtype/shape changed"
+				}
+				fmt.Fprintf(e.stdout, "M %s  rel_l2=%s  shared=%s\n", ch.Name, rel, humanBytes(int64(ch.SharedBytes)))
+			}
+			for _, n := range d.Added {
+				fmt.Fprintf(e.stdout, "A %s\n", n)
+			}
+			for _, n := range d.Removed {
+				fmt.Fprintf(e.stdout, "D %s\n", n)
+			}
+			fmt.Fprintf(e.stdout, "%d identical, %d changed, %d added, %d removed; %s of %s shared\n",
+				len(d.Identical), len(d.Changed), len(d.Added), len(d.Removed), humanBytes(int64(d.SharedBytes)), humanBytes(int64(d.BytesB)))
+			return nil
+		},
+	}
+}
+
+func cmdTag() *cli.Command {
+	return &cli.Command{
+		Name:      "tag",
+		Usage:     "create ref NAME[:TAG] pointing at REF's commit",
+		ArgsUsage: "REF NAME[:TAG]",
+		Flags:     commonFlags(),
+		Action: func(c *cli.Context) error {
+			e := getEnv(c)
+			if c.NArg() != 2 {
+				return usagef("tag takes REF and NAME[:TAG]")
+			}
+			s, err := e.open()
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			id, err := s.Resolve(c.Args().Get(0))
+			if err != nil {
+				return err
+			}
+			ref, err := store.ParseRef(c.Args().Get(1))
+			if err != nil {
+				return err
+			}
+			if _, err := s.LoadCommit(id); err != nil {
+				return err
+			}
+			if err := s.UpdateRef(ref, store.ID{}, id, "tag: "+c.Args().Get(0)); err != nil {
+				return err
+			}
+			if e.json {
+				return e.printJSON(map[string]any{"ref": ref.String(), "commit": id})
+			}
+			fmt.Fprintf(e.stdout, "%s -> %s\n", ref, id.Short())
+			return nil
+		},
+	}
+}
+
+func cmdRm() *cli.Command {
+	return &cli.Command{
+		Name:      "rm",
+		Usage:     "delete a ref (its data stays until gc)",
+		ArgsUsage: "NAME[:TAG]",
+		Flags:     commonFlags(),
+		Action: func(c *cli.Context) error {
+			e := getEnv(c)
+			if c.NArg() != 1 {
+				return usagef("rm takes one NAME[:TAG]")
+			}
+			ref, err := store.ParseRef(c.Args().First())
+			if err != nil {
+				return err
+			}
+			s, err := e.open()
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			cur, err := s.Ref(ref)
+			if err != nil {
+				return err
+			}
+			if err := s.UpdateRef(ref, cur, store.ID{}, "rm"); err != nil {
+				return err
+			}
+			if e.json {
+				return e.printJSON(map[string]any{"deleted": ref.String(), "commit": cur})
+			}
+			fmt.Fprintf(e.stdout, "deleted %s (was %s)\n", ref, cur.Short())
+			return nil
+		},
+	}
+}

@@ -1,0 +1,220 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// placedChunk is a chunk at its offset in a file.
+type placedChunk struct {
+	off   int64
+	chunk ChunkRef
+}
+
+// fileLayout places every chunk of a file at its offset. For a safetensors file the
+// header chunk comes first, then each tensor's chunks in file order.
+func (s *Store) fileLayout(f *File) ([]placedChunk, error) {
+	var out []placedChunk
+	var off int64
+	place := func(c ChunkRef) {
+		out = append(out, placedChunk{off: off, chunk: c})
+		off += int64(c.Size)
+	}
+	switch f.Format {
+	case FormatSafetensors:
+		if f.Header == nil {
+			return nil, fmt.Errorf("%w: safetensors file object without a header", ErrIntegrity)
+		}
+		place(*f.Header)
+		for _, ft := range f.Tensor {
+			t, err := s.LoadTensor(ft.Tensor)
+			if err != nil {
+				return nil, fmt.Errorf("tensor %q: %w", ft.Name, err)
+			}
+			for _, c := range t.Chunks {
+				place(c)
+			}
+		}
+	case FormatBlob:
+		for _, c := range f.Chunks {
+			place(c)
+		}
+	default:
+		return nil, fmt.Errorf("%w: unknown file format %q", ErrIntegrity, f.Format)
+	}
+	if off != int64(f.Size) {
+		return nil, fmt.Errorf("%w: chunks add up to %d bytes, file object says %d", ErrIntegrity, off, f.Size)
+	}
+	return out, nil
+}
+
+// ExportResult is what an export wrote.
+type ExportResult struct {
+	Commit ID
+	Files  int
+	Bytes  int64
+}
+
+// Export writes the model directory of ref into dest, which must not exist or be
+// empty. Every file is byte-identical to the imported one: each chunk is verified
+// against its hash as it is read, and placed at its offset by parallel workers.
+func (s *Store) Export(ctx context.Context, ref, dest string, progressFn func(done, total int64)) (res *ExportResult, err error) {
+	commitID, err := s.Resolve(ref)
+	if err != nil {
+		return nil, err
+	}
+	c, err := s.LoadCommit(commitID)
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.LoadManifest(c.Manifest)
+	if err != nil {
+		return nil, err
+	}
+	if err := prepareDest(dest); err != nil {
+		return nil, err
+	}
+	var created []string
+	defer func() {
+		if err != nil {
+			for i := len(created) - 1; i >= 0; i-- {
+				_ = os.Remove(created[i])
+			}
+		}
+	}()
+	res = &ExportResult{Commit: commitID, Files: len(m.Files)}
+	prog := &progress{fn: progressFn}
+	for _, e := range m.Files {
+		prog.total += int64(e.Size)
+	}
+	for _, e := range m.Files {
+		if err := ValidatePath(e.Path); err != nil {
+			return nil, fmt.Errorf("%w: manifest path: %v", ErrIntegrity, err)
+		}
+		path := filepath.Join(dest, filepath.FromSlash(e.Path))
+		if dir := filepath.Dir(path); dir != dest {
+			if err := mkdirAllTracked(dir, dest, &created); err != nil {
+				return nil, err
+			}
+		}
+		f, err := s.LoadFile(e.File)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", e.Path, err)
+		}
+		out, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("export %s: %w", e.Path, err)
+		}
+		created = append(created, path)
+		err = s.writeFile(ctx, f, out, prog)
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return nil, fmt.Errorf("export %s: %w", e.Path, err)
+		}
+		res.Bytes += int64(f.Size)
+	}
+	return res, nil
+}
+
+func prepareDest(dest string) error {
+	entries, err := os.ReadDir(dest)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(dest, 0o755); err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		return nil
+	case err != nil:
+		return inputErrorf("export destination %s: %v", dest, err)
+	case len(entries) > 0:
+		return inputErrorf("export destination %s is not empty", dest)
+	}
+	return nil
+}
+
+// mkdirAllTracked creates dir and its missing parents below root, recording them so
+// a failed export can remove what it made.
+func mkdirAllTracked(dir, root string, created *[]string) error {
+	if dir == root {
+		return nil
+	}
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	if err := mkdirAllTracked(filepath.Dir(dir), root, created); err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("export: %w", err)
+	}
+	*created = append(*created, dir)
+	return nil
+}
+
+var decodeBufPool = sync.Pool{New: func() any { return &[2][]byte{} }}
+
+// writeFile writes a file object's bytes to out, chunks decoded in parallel and
+// written at their offsets.
+func (s *Store) writeFile(ctx context.Context, f *File, out io.WriterAt, prog *progress) error {
+	layout, err := s.fileLayout(f)
+	if err != nil {
+		return err
+	}
+	if t, ok := out.(interface{ Truncate(int64) error }); ok {
+		if err := t.Truncate(int64(f.Size)); err != nil {
+			return err
+		}
+	}
+	ids := make([]ID, len(layout))
+	for i, p := range layout {
+		ids[i] = p.chunk.ID
+	}
+	locs, err := s.idx.lookup(ids)
+	if err != nil {
+		return err
+	}
+	var progMu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(s.opts.Workers)
+	for _, p := range layout {
+		if p.chunk.Size == 0 {
+			continue
+		}
+		loc, ok := locs[p.chunk.ID]
+		if !ok {
+			return &IntegrityError{ID: p.chunk.ID, Kind: KindChunk, Reason: "chunk is missing from the index"}
+		}
+		if loc.RawLen != p.chunk.Size {
+			return &IntegrityError{ID: p.chunk.ID, Kind: KindChunk, Reason: fmt.Sprintf("index says %d bytes, file expects %d", loc.RawLen, p.chunk.Size)}
+		}
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err
+			}
+			bufs := decodeBufPool.Get().(*[2][]byte)
+			defer decodeBufPool.Put(bufs)
+			data, stored, err := s.readLocated(p.chunk.ID, loc, bufs[0], bufs[1])
+			bufs[0], bufs[1] = data[:0], stored[:0]
+			if err != nil {
+				return err
+			}
+			if _, err := out.WriteAt(data, p.off); err != nil {
+				return err
+			}
+			progMu.Lock()
+			prog.add(int64(len(data)))
+			progMu.Unlock()
+			return nil
+		})
+	}
+	return g.Wait()
+}

@@ -1,0 +1,410 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/heft-dev/heft/store/internal/pack"
+)
+
+// Garbage collection. It runs under the exclusive gc lock, so no import is writing
+// (writers hold the lock shared for their whole run): an import can therefore never
+// reuse a chunk that gc has decided to delete. It never deletes on uncertainty:
+//   - it refuses to run when an object reachable from a ref is missing or damaged;
+//   - packs and temp files younger than the grace period are kept whatever they hold;
+//   - the index forgets a pack (one transaction) before its file is deleted, so a
+//     crash in between leaves an unreferenced file that the next gc removes.
+// Packs whose live share falls below RepackThreshold are rewritten: live entries are
+// copied verbatim (no re-encoding) into a new pack that is published and indexed
+// before the old one is forgotten.
+
+// GCOptions tune one gc run.
+type GCOptions struct {
+	DryRun bool
+	// Grace protects packs and temp files modified within this duration. Default
+	// DefaultGrace; zero means "use the default", a negative value means none.
+	Grace time.Duration
+	// RepackThreshold: packs with less than this share of live bytes are
+	// rewritten. Default 0.5.
+	RepackThreshold float64
+}
+
+// DefaultGrace keeps what a crashed or running import wrote for an hour, so that a
+// re-run can reuse it.
+const DefaultGrace = time.Hour
+
+// GCResult reports what gc removed (or would remove, with DryRun).
+type GCResult struct {
+	DryRun          bool  `json:"dry_run"`
+	LiveObjects     int   `json:"live_objects"`
+	DeadObjects     int   `json:"dead_objects"`
+	PacksDeleted    int   `json:"packs_deleted"`
+	PacksRewritten  int   `json:"packs_rewritten"`
+	PacksKept       int   `json:"packs_kept"`
+	OrphanPacks     int   `json:"orphan_packs_deleted"`
+	TempFiles       int   `json:"temp_files_deleted"`
+	BytesFreed      int64 `json:"bytes_freed"`
+	PhysicalBefore  int64 `json:"physical_bytes_before"`
+	PhysicalAfter   int64 `json:"physical_bytes_after"`
+	ProtectedByAge  int   `json:"packs_protected_by_grace"`
+	ReclaimableKept int64 `json:"reclaimable_bytes_kept"`
+}
+
+type packUsage struct {
+	id        ID
+	rec       packRecord
+	liveBytes uint64
+	live      map[ID]Location
+	dead      []ID
+}
+
+// GC removes data no ref reaches.
+func (s *Store) GC(ctx context.Context, opts GCOptions) (*GCResult, error) {
+	if opts.Grace == 0 {
+		opts.Grace = DefaultGrace
+	}
+	if opts.Grace < 0 {
+		opts.Grace = 0
+	}
+	if opts.RepackThreshold == 0 {
+		opts.RepackThreshold = 0.5
+	}
+	lock, err := lockFile(filepath.Join(s.dir, "locks", "gc.lock"), true, s.opts.LockTimeout, "imports are running")
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
+	res := &GCResult{DryRun: opts.DryRun}
+	if res.PhysicalBefore, err = s.physicalBytes(); err != nil {
+		return nil, err
+	}
+
+	refs, err := s.Refs()
+	if err != nil {
+		return nil, err
+	}
+	w := newWalker(s)
+	if err := w.refs(refs); err != nil {
+		return nil, fmt.Errorf("gc refuses to run: %w", err)
+	}
+	live := w.seen
+	res.LiveObjects = len(live)
+
+	usage := map[ID]*packUsage{}
+	missingLive := 0
+	err = s.idx.view(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketPacks).ForEach(func(k, v []byte) error {
+			var id ID
+			copy(id[:], k)
+			rec, err := decodePackRecord(id, v)
+			if err != nil {
+				return err
+			}
+			usage[id] = &packUsage{id: id, rec: rec, live: map[ID]Location{}}
+			return nil
+		}); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketObjects).ForEach(func(k, v []byte) error {
+			var id ID
+			copy(id[:], k)
+			loc, err := decodeLocation(id, v)
+			if err != nil {
+				return err
+			}
+			u := usage[loc.Pack]
+			if u == nil {
+				if _, ok := live[id]; ok {
+					missingLive++
+				}
+				return nil
+			}
+			if _, ok := live[id]; ok {
+				u.live[id] = loc
+				u.liveBytes += loc.StoredLen
+			} else {
+				u.dead = append(u.dead, id)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	if missingLive > 0 {
+		return nil, fmt.Errorf("gc refuses to run: %w: %d reachable objects point to packs the index does not list (run `heft verify`)", ErrIntegrity, missingLive)
+	}
+	// Reachable objects that the index lacks entirely.
+	if n, err := s.countUnindexed(live); err != nil {
+		return nil, err
+	} else if n > 0 {
+		return nil, fmt.Errorf("gc refuses to run: %w: %d reachable objects are missing from the index (run `heft verify`)", ErrIntegrity, n)
+	}
+
+	cutoff := s.now().Add(-opts.Grace)
+	ids := make([]ID, 0, len(usage))
+	for id := range usage {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return string(ids[i][:]) < string(ids[j][:]) })
+	for _, id := range ids {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		u := usage[id]
+		res.DeadObjects += len(u.dead)
+		deadBytes := int64(u.rec.Size) - int64(u.liveBytes)
+		liveShare := float64(u.liveBytes) / float64(max(u.rec.Size, 1))
+		if len(u.dead) == 0 || (len(u.live) > 0 && liveShare >= opts.RepackThreshold) {
+			res.PacksKept++
+			if len(u.dead) > 0 {
+				res.ReclaimableKept += deadBytes
+			}
+			continue
+		}
+		young, err := s.modifiedAfter(s.packPath(id), cutoff)
+		if err != nil {
+			return res, err
+		}
+		if young {
+			res.ProtectedByAge++
+			res.PacksKept++
+			continue
+		}
+		if len(u.live) == 0 {
+			res.PacksDeleted++
+			res.BytesFreed += int64(u.rec.Size)
+			if !opts.DryRun {
+				if err := s.dropPack(u); err != nil {
+					return res, err
+				}
+			}
+			continue
+		}
+		res.PacksRewritten++
+		res.BytesFreed += deadBytes
+		if !opts.DryRun {
+			if err := s.rewritePack(u); err != nil {
+				return res, err
+			}
+		}
+	}
+	if err := s.sweepUnindexed(cutoff, opts.DryRun, res); err != nil {
+		return res, err
+	}
+	if res.PhysicalAfter, err = s.physicalBytes(); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+func (s *Store) countUnindexed(live map[ID]Kind) (int, error) {
+	n := 0
+	err := s.idx.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketObjects)
+		for id := range live {
+			if b.Get(id[:]) == nil {
+				n++
+			}
+		}
+		return nil
+	})
+	return n, err
+}
+
+func (s *Store) modifiedAfter(path string, cutoff time.Time) (bool, error) {
+	st, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return st.ModTime().After(cutoff), nil
+}
+
+// dropPack forgets a pack with no live objects, then deletes its file.
+func (s *Store) dropPack(u *packUsage) error {
+	err := s.idx.update(func(tx *bolt.Tx) error {
+		objs := tx.Bucket(bucketObjects)
+		for _, id := range u.dead {
+			if err := objs.Delete(id[:]); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketPacks).Delete(u.id[:])
+	})
+	if err != nil {
+		return fmt.Errorf("gc: unindex pack %s: %w", u.id.Short(), err)
+	}
+	s.forgetPackFile(u.id)
+	if err := os.Remove(s.packPath(u.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("gc: delete pack %s: %w", u.id.Short(), err)
+	}
+	return nil
+}
+
+// rewritePack copies a pack's live entries into a new pack, publishes and indexes
+// it, and only then forgets and deletes the old pack.
+func (s *Store) rewritePack(u *packUsage) (err error) {
+	src, err := s.packFile(u.id)
+	if err != nil {
+		return err
+	}
+	w, err := pack.NewWriter(s.packsDir())
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = w.Abort()
+		}
+	}()
+	ids := make([]ID, 0, len(u.live))
+	for id := range u.live {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return u.live[ids[i]].Offset < u.live[ids[j]].Offset })
+	moved := make(map[ID]Location, len(ids))
+	var buf []byte
+	for _, id := range ids {
+		loc := u.live[id]
+		e := pack.Entry{ID: pack.ID(id), Kind: uint8(loc.Kind), Codec: loc.Codec, Offset: loc.Offset, RawLen: loc.RawLen, StoredLen: loc.StoredLen, CRC: loc.CRC}
+		stored, err := pack.ReadStoredAt(src, s.packPath(u.id), e, buf)
+		if err != nil {
+			return &IntegrityError{ID: id, Kind: loc.Kind, Pack: s.packPath(u.id), Err: err}
+		}
+		buf = stored
+		ne, err := w.Add(pack.ID(id), uint8(loc.Kind), loc.Codec, loc.RawLen, stored)
+		if err != nil {
+			return err
+		}
+		moved[id] = Location{Offset: ne.Offset, StoredLen: ne.StoredLen, RawLen: ne.RawLen, Kind: loc.Kind, Codec: loc.Codec, CRC: ne.CRC}
+	}
+	info, err := w.Finish()
+	if err != nil {
+		return fmt.Errorf("gc: publish rewritten pack: %w", err)
+	}
+	newID := ID(info.ID)
+	err = s.idx.update(func(tx *bolt.Tx) error {
+		objs := tx.Bucket(bucketObjects)
+		for id, loc := range moved {
+			loc.Pack = newID
+			if err := objs.Put(id[:], loc.encode()); err != nil {
+				return err
+			}
+		}
+		for _, id := range u.dead {
+			if err := objs.Delete(id[:]); err != nil {
+				return err
+			}
+		}
+		packs := tx.Bucket(bucketPacks)
+		if err := packs.Put(newID[:], packRecord{Size: uint64(info.Size), Entries: uint64(len(info.Entries))}.encode()); err != nil {
+			return err
+		}
+		return packs.Delete(u.id[:])
+	})
+	if err != nil {
+		return fmt.Errorf("gc: index rewritten pack: %w", err)
+	}
+	s.forgetPackFile(u.id)
+	if err := os.Remove(s.packPath(u.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("gc: delete pack %s: %w", u.id.Short(), err)
+	}
+	return nil
+}
+
+func (s *Store) forgetPackFile(id ID) {
+	s.packMu.Lock()
+	defer s.packMu.Unlock()
+	if f, ok := s.packFiles[id]; ok {
+		_ = f.Close()
+		delete(s.packFiles, id)
+	}
+}
+
+// sweepUnindexed removes pack files the index does not know (left by a crash between
+// publishing and indexing, or between unindexing and deleting) and temp files, once
+// they are older than the grace period. It reads the index afresh: packs this run
+// wrote while rewriting are indexed by now, and file times are too coarse to tell
+// them from older ones.
+func (s *Store) sweepUnindexed(cutoff time.Time, dryRun bool, res *GCResult) error {
+	indexed := map[ID]bool{}
+	err := s.idx.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketPacks).ForEach(func(k, _ []byte) error {
+			indexed[ID(k)] = true
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	return s.walkPackDir(func(path string, info os.FileInfo, id ID, isPack bool) error {
+		if isPack && indexed[id] {
+			return nil
+		}
+		if info.ModTime().After(cutoff) {
+			return nil
+		}
+		if isPack {
+			res.OrphanPacks++
+		} else {
+			res.TempFiles++
+		}
+		res.BytesFreed += info.Size()
+		if dryRun {
+			return nil
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("gc: remove %s: %w", path, err)
+		}
+		return nil
+	})
+}
+
+// walkPackDir calls fn for every pack file (isPack, with its ID) and every leftover
+// temp file (isPack false) under packs/.
+func (s *Store) walkPackDir(fn func(path string, info os.FileInfo, id ID, isPack bool) error) error {
+	return filepath.Walk(s.packsDir(), func(path string, info os.FileInfo, err error) error {
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if info.IsDir() {
+			return nil
+		}
+		name := info.Name()
+		if strings.HasPrefix(name, "tmp-") || strings.HasPrefix(name, ".tmp-") {
+			return fn(path, info, ID{}, false)
+		}
+		if strings.HasSuffix(name, ".pack") {
+			id, err := ParseID(strings.TrimSuffix(name, ".pack"))
+			if err == nil {
+				return fn(path, info, id, true)
+			}
+		}
+		return nil
+	})
+}
+
+// physicalBytes is the size of every file under packs/: what the store costs on disk
+// apart from the index (which is a cache).
+func (s *Store) physicalBytes() (int64, error) {
+	var n int64
+	err := s.walkPackDir(func(_ string, info os.FileInfo, _ ID, _ bool) error {
+		n += info.Size()
+		return nil
+	})
+	return n, err
+}

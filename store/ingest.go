@@ -1,0 +1,321 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/heft-dev/heft/codec/chunkcodec"
+	"github.com/heft-dev/heft/store/internal/pack"
+)
+
+// IngestStats counts what one write session added to the store.
+type IngestStats struct {
+	Chunks      int   // chunks offered
+	NewChunks   int   // chunks the store did not have
+	NewRawBytes int64 // decoded bytes of newly stored objects
+	StoredBytes int64 // their bytes after compression
+	PackBytes   int64 // bytes of pack files published (framing included)
+	Packs       int
+}
+
+// session is one write session: it dedups objects against the index and the objects
+// it already wrote, compresses new ones on the caller's goroutines, and hands them to
+// a single packer goroutine that appends them to packs, publishes full packs and
+// indexes them. Everything it wrote is durable and indexed when withSession returns
+// without error; on error, published packs stay (unreferenced, for gc) and the pack in
+// progress is removed.
+type session struct {
+	s      *Store
+	ctx    context.Context
+	writes chan writeReq
+
+	mu      sync.Mutex
+	known   map[ID]bool // +checklocks:mu: present in the index or claimed by this session
+	stats   IngestStats // +checklocks:mu
+	packErr error       // +checklocks:mu
+}
+
+type writeReq struct {
+	id     ID
+	kind   Kind
+	codec  chunkcodec.ID
+	rawLen uint64
+	stored *[]byte // returned to storedPool after the write
+}
+
+var storedPool = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
+
+// withSession runs fn with a write session and then makes everything durable.
+func (s *Store) withSession(ctx context.Context, fn func(*session) error) (IngestStats, error) {
+	g, gctx := errgroup.WithContext(ctx)
+	sess := &session{s: s, ctx: gctx, writes: make(chan writeReq, 2*s.opts.Workers), known: map[ID]bool{}}
+	pk := &packer{s: s, sess: sess, entries: map[ID]Location{}}
+	g.Go(func() error {
+		err := pk.run(gctx, sess.writes)
+		if err != nil {
+			sess.mu.Lock()
+			sess.packErr = err
+			sess.mu.Unlock()
+		}
+		return err
+	})
+	g.Go(func() error {
+		defer close(sess.writes)
+		return fn(sess)
+	})
+	err := g.Wait()
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	return sess.stats, err
+}
+
+// Unit is one piece of data offered to a session with the hint its codec needs.
+type unit struct {
+	data []byte
+	hint chunkcodec.Hint
+}
+
+// putChunks stores the units as chunks and returns their IDs in order. Hashing,
+// dedup lookups and compression run on up to Workers goroutines; the writes are
+// queued to the packer. The units' data may be reused as soon as it returns.
+func (sess *session) putChunks(units []unit) ([]ID, error) {
+	ids := make([]ID, len(units))
+	workers := sess.s.opts.Workers
+	g, gctx := errgroup.WithContext(sess.ctx)
+	g.SetLimit(workers)
+	for i := range units {
+		g.Go(func() error {
+			ids[i] = Sum(units[i].data)
+			return gctx.Err()
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, sess.wrapErr(err)
+	}
+	missing, err := sess.claim(ids)
+	if err != nil {
+		return nil, err
+	}
+	g, gctx = errgroup.WithContext(sess.ctx)
+	g.SetLimit(workers)
+	results := make([]writeReq, len(units))
+	for _, i := range missing {
+		g.Go(func() error {
+			req, err := sess.encode(ids[i], KindChunk, units[i].data, units[i].hint)
+			results[i] = req
+			if err != nil {
+				return err
+			}
+			return gctx.Err()
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, sess.wrapErr(err)
+	}
+	for _, i := range missing {
+		if err := sess.enqueue(results[i]); err != nil {
+			return nil, err
+		}
+	}
+	sess.mu.Lock()
+	sess.stats.Chunks += len(units)
+	sess.mu.Unlock()
+	return ids, nil
+}
+
+// putObject stores one metadata object (already encoded) and returns its ID.
+func (sess *session) putObject(kind Kind, data []byte) (ID, error) {
+	id := Sum(data)
+	missing, err := sess.claim([]ID{id})
+	if err != nil || len(missing) == 0 {
+		return id, err
+	}
+	req, err := sess.encode(id, kind, data, chunkcodec.Hint{})
+	if err != nil {
+		return id, err
+	}
+	return id, sess.enqueue(req)
+}
+
+// put encodes v as a metadata object of kind and stores it.
+func (sess *session) put(kind Kind, v any) (ID, error) {
+	data, _, err := encodeObject(kind, v)
+	if err != nil {
+		return ID{}, err
+	}
+	return sess.putObject(kind, data)
+}
+
+// claim returns the indexes of ids that neither the index nor this session has, and
+// marks them as claimed, so an ID offered twice is written once.
+func (sess *session) claim(ids []ID) ([]int, error) {
+	var unknown []ID
+	sess.mu.Lock()
+	for _, id := range ids {
+		if !sess.known[id] {
+			unknown = append(unknown, id)
+		}
+	}
+	sess.mu.Unlock()
+	var found map[ID]Location
+	if len(unknown) > 0 {
+		var err error
+		if found, err = sess.s.idx.lookup(unknown); err != nil {
+			return nil, err
+		}
+	}
+	var missing []int
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	for i, id := range ids {
+		if sess.known[id] {
+			continue
+		}
+		sess.known[id] = true
+		if _, ok := found[id]; !ok {
+			missing = append(missing, i)
+		}
+	}
+	return missing, nil
+}
+
+func (sess *session) encode(id ID, kind Kind, data []byte, hint chunkcodec.Hint) (writeReq, error) {
+	buf := storedPool.Get().(*[]byte)
+	var (
+		codec  chunkcodec.ID
+		stored []byte
+		err    error
+	)
+	if sess.s.opts.NoCompress {
+		codec, stored = chunkcodec.Raw, append((*buf)[:0], data...)
+	} else {
+		codec, stored, err = chunkcodec.Encode(*buf, data, hint)
+		if err != nil {
+			storedPool.Put(buf)
+			return writeReq{}, fmt.Errorf("compress %s %s: %w", kind, id.Short(), err)
+		}
+		if codec == chunkcodec.Raw && (len(stored) == 0 || &stored[0] == &data[0]) {
+			stored = append((*buf)[:0], data...)
+		}
+	}
+	*buf = stored
+	sess.mu.Lock()
+	sess.stats.NewChunks++
+	sess.stats.NewRawBytes += int64(len(data))
+	sess.stats.StoredBytes += int64(len(stored))
+	sess.mu.Unlock()
+	return writeReq{id: id, kind: kind, codec: codec, rawLen: uint64(len(data)), stored: buf}, nil
+}
+
+func (sess *session) enqueue(req writeReq) error {
+	select {
+	case sess.writes <- req:
+		return nil
+	case <-sess.ctx.Done():
+		storedPool.Put(req.stored)
+		return sess.wrapErr(sess.ctx.Err())
+	}
+}
+
+// wrapErr prefers the packer's error to the cancellation it caused.
+func (sess *session) wrapErr(err error) error {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if sess.packErr != nil {
+		return sess.packErr
+	}
+	return err
+}
+
+// packer owns the pack being written. It runs on one goroutine.
+type packer struct {
+	s       *Store
+	sess    *session
+	w       *pack.Writer
+	entries map[ID]Location // entries of the pack in progress
+}
+
+func (p *packer) run(ctx context.Context, reqs <-chan writeReq) (err error) {
+	defer func() {
+		if err != nil && p.w != nil {
+			_ = p.w.Abort()
+		}
+		// Drain so producers blocked on the channel see the cancellation.
+		for req := range reqs {
+			storedPool.Put(req.stored)
+		}
+	}()
+	for req := range reqs {
+		err := p.add(req)
+		storedPool.Put(req.stored)
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return p.flush()
+}
+
+// entryOverhead bounds a pack entry's framing (entry header plus trailer record).
+const entryOverhead = 256
+
+func (p *packer) add(req writeReq) error {
+	stored := *req.stored
+	if p.w != nil && p.w.Len() > 0 && p.w.Size()+int64(len(stored))+entryOverhead > p.s.opts.PackSize {
+		if err := p.flush(); err != nil {
+			return err
+		}
+	}
+	if p.w == nil {
+		w, err := pack.NewWriter(p.s.packsDir())
+		if err != nil {
+			return fmt.Errorf("start pack: %w", err)
+		}
+		p.w = w
+	}
+	e, err := p.w.Add(pack.ID(req.id), uint8(req.kind), uint8(req.codec), req.rawLen, stored)
+	if err != nil {
+		return fmt.Errorf("write %s %s: %w", req.kind, req.id.Short(), err)
+	}
+	p.entries[req.id] = Location{Offset: e.Offset, StoredLen: e.StoredLen, RawLen: e.RawLen, Kind: req.kind, Codec: uint8(req.codec), CRC: e.CRC}
+	return nil
+}
+
+// flush publishes the pack in progress (fsync, rename, directory fsync inside
+// Finish) and only then indexes its entries: data before metadata.
+func (p *packer) flush() error {
+	if p.w == nil {
+		return nil
+	}
+	w := p.w
+	p.w = nil
+	if w.Len() == 0 {
+		return w.Abort()
+	}
+	info, err := w.Finish()
+	if err != nil {
+		return fmt.Errorf("publish pack: %w", err)
+	}
+	packID := ID(info.ID)
+	for id, loc := range p.entries {
+		loc.Pack = packID
+		p.entries[id] = loc
+	}
+	if err := p.s.idx.addPack(packID, packRecord{Size: uint64(info.Size), Entries: uint64(len(info.Entries))}, p.entries); err != nil {
+		return fmt.Errorf("index pack %s: %w", packID.Short(), err)
+	}
+	p.entries = map[ID]Location{}
+	p.sess.mu.Lock()
+	p.sess.stats.PackBytes += info.Size
+	p.sess.stats.Packs++
+	p.sess.mu.Unlock()
+	return nil
+}

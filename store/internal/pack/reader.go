@@ -1,0 +1,166 @@
+package pack
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"slices"
+)
+
+// Reader reads a finished pack. Its methods are safe for concurrent use.
+type Reader struct {
+	f       *os.File
+	path    string
+	size    int64
+	trailer trailer
+}
+
+// Open opens a pack and checks its header, footer and table (magic, CRCs,
+// layout), reading nothing else. A damaged pack gives an error matching
+// ErrCorrupt; a file that is not a pack gives ErrNotPack. Stored bytes are
+// checked by ReadStored; use Verify to check the whole file.
+func Open(path string) (*Reader, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: open: %w", path, err)
+	}
+	r, err := newReader(f, path)
+	if err != nil {
+		return nil, errors.Join(err, f.Close())
+	}
+	return r, nil
+}
+
+func newReader(f *os.File, path string) (*Reader, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: stat: %w", path, err)
+	}
+	size := fi.Size()
+	var h [headerSize]byte
+	if size < headerSize {
+		return nil, corruptf(path, size, ID{}, "file of %d bytes is too short for the header (%d bytes)", size, headerSize)
+	}
+	if err := readFullAt(f, path, h[:], 0); err != nil {
+		return nil, err
+	}
+	switch st, err := checkHeader(path, h[:]); st {
+	case headerOK:
+	case headerBadMagic:
+		if !hasFooterMagic(f, size) {
+			return nil, fmt.Errorf("pack %s: %w", path, ErrNotPack)
+		}
+		return nil, err
+	default:
+		return nil, err
+	}
+	tr, err := readTrailer(f, path, size)
+	if err != nil {
+		return nil, err
+	}
+	return &Reader{f: f, path: path, size: size, trailer: tr}, nil
+}
+
+// hasFooterMagic tells a damaged pack (footer magic still there) from a
+// file that is not a pack at all.
+func hasFooterMagic(f *os.File, size int64) bool {
+	if size < footerSize {
+		return false
+	}
+	var m [8]byte
+	n, _ := f.ReadAt(m[:], size-8)
+	return n == len(m) && m == footerMagic
+}
+
+// ID returns the pack ID (BLAKE3-256 of the table).
+func (r *Reader) ID() ID { return r.trailer.id }
+
+// Path returns the file the Reader was opened from.
+func (r *Reader) Path() string { return r.path }
+
+// Size returns the file size.
+func (r *Reader) Size() int64 { return r.size }
+
+// Entries returns the pack's entries in file order. The slice is a copy.
+func (r *Reader) Entries() []Entry { return slices.Clone(r.trailer.entries) }
+
+// Info returns the pack's ID, path, size and entries.
+func (r *Reader) Info() Info {
+	return Info{ID: r.trailer.id, Path: r.path, Size: r.size, Entries: r.Entries()}
+}
+
+// ReadStored reads the stored bytes of e into buf (grown if too small) and
+// returns them after checking them against the entry header in the pack and
+// the CRC-32C. e usually comes from the index, so it is validated against
+// this pack's layout first. Any mismatch is a *CorruptError naming the pack,
+// the offset and the object.
+func (r *Reader) ReadStored(e Entry, buf []byte) ([]byte, error) {
+	if e.Offset < firstDataOffset || e.Offset > uint64(r.trailer.offset) || e.StoredLen > uint64(r.trailer.offset)-e.Offset {
+		return nil, corruptf(r.path, int64(min(e.Offset, math.MaxInt64)), e.ID,
+			"entry [%d, +%d) is outside the entries region [%d, %d)", e.Offset, e.StoredLen, firstDataOffset, r.trailer.offset)
+	}
+	return ReadStoredAt(r.f, r.path, e, buf)
+}
+
+// ReadStoredAt is ReadStored for callers that cache open files; path is
+// used in errors only. It reads the 60-byte entry header before the stored
+// bytes and requires it to match e field by field, so an index entry that
+// points at the wrong place or the wrong pack can never yield another
+// object's bytes, and then checks the stored bytes' CRC-32C.
+//
+// The result aliases buf when cap(buf) >= e.StoredLen. Safe for concurrent
+// use on the same *os.File (it only uses ReadAt).
+func ReadStoredAt(f *os.File, path string, e Entry, buf []byte) ([]byte, error) {
+	if e.StoredLen > MaxStoredLen || e.Offset < firstDataOffset || e.Offset > math.MaxInt64-e.StoredLen {
+		return nil, corruptf(path, int64(min(e.Offset, math.MaxInt64)), e.ID,
+			"entry at offset %d with %d stored bytes is impossible in a pack", e.Offset, e.StoredLen)
+	}
+	hoff := int64(e.Offset) - entryHeaderSize
+	var h [entryHeaderSize]byte
+	if err := readFullAt(f, path, h[:], hoff); err != nil {
+		return nil, withID(err, e.ID)
+	}
+	got, err := parseEntryHeader(path, hoff, h[:])
+	if err != nil {
+		return nil, withID(err, e.ID)
+	}
+	if got != e {
+		return nil, corruptf(path, hoff, e.ID, "entry header in the pack (%s) does not match the entry asked for (%s)", fmtEntry(got), fmtEntry(e))
+	}
+	n := int(e.StoredLen)
+	if cap(buf) < n {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	if err := readFullAt(f, path, buf, int64(e.Offset)); err != nil {
+		return nil, withID(err, e.ID)
+	}
+	if c := checksum(buf); c != e.CRC {
+		return nil, corruptf(path, int64(e.Offset), e.ID, "stored bytes CRC mismatch (want %08x, got %08x)", e.CRC, c)
+	}
+	return buf, nil
+}
+
+// withID fills in the object ID of a CorruptError that was created without
+// knowing which object was being read.
+func withID(err error, id ID) error {
+	var ce *CorruptError
+	if errors.As(err, &ce) && ce.ID.IsZero() {
+		ce.ID = id
+	}
+	return err
+}
+
+func fmtEntry(e Entry) string {
+	return fmt.Sprintf("id %s kind %d codec %d offset %d raw %d stored %d crc %08x",
+		e.ID.Str(), e.Kind, e.Codec, e.Offset, e.RawLen, e.StoredLen, e.CRC)
+}
+
+// Close closes the file.
+func (r *Reader) Close() error {
+	if err := r.f.Close(); err != nil {
+		return fmt.Errorf("pack %s: close: %w", r.path, err)
+	}
+	return nil
+}

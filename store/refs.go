@@ -1,0 +1,281 @@
+package store
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Refs live outside the index, in one small text file rewritten atomically (temp,
+// fsync, rename, directory fsync) under an exclusive lock, so that compare-and-swap
+// is a read-compare-write under that lock, and deleting the index never loses a ref.
+// Every change is appended to a reflog first.
+
+// RefName is NAME[:TAG]. NAME follows Hugging Face repo ids ("org/model" or
+// "model"); TAG defaults to "main" and may contain slashes, as branch names do.
+type RefName struct {
+	Name string
+	Tag  string
+}
+
+const DefaultTag = "main"
+
+var (
+	refNamePart = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	refTagRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]*$`)
+)
+
+// ParseRef parses NAME[:TAG].
+func ParseRef(s string) (RefName, error) {
+	name, tag, hasTag := strings.Cut(s, ":")
+	if !hasTag {
+		tag = DefaultTag
+	}
+	r := RefName{Name: name, Tag: tag}
+	return r, r.Validate()
+}
+
+// Validate checks the name and tag against the rules above.
+func (r RefName) Validate() error {
+	if len(r.Name) == 0 || len(r.Name) > 96 {
+		return inputErrorf("ref %q: name must be 1 to 96 characters", r.String())
+	}
+	parts := strings.Split(r.Name, "/")
+	if len(parts) > 2 {
+		return inputErrorf("ref %q: name is NAME or ORG/NAME", r.String())
+	}
+	for _, p := range parts {
+		if !refNamePart.MatchString(p) || strings.Contains(p, "..") || strings.Contains(p, "--") || strings.HasSuffix(p, ".") {
+			return inputErrorf("ref %q: %q may hold letters, digits, '.', '_' and '-' (no '..' or '--'), starting with a letter or digit", r.String(), p)
+		}
+	}
+	if len(r.Tag) == 0 || len(r.Tag) > 128 || !refTagRE.MatchString(r.Tag) ||
+		strings.Contains(r.Tag, "..") || strings.Contains(r.Tag, "//") || strings.HasSuffix(r.Tag, "/") || strings.HasSuffix(r.Tag, ".lock") {
+		return inputErrorf("ref %q: invalid tag %q", r.String(), r.Tag)
+	}
+	return nil
+}
+
+func (r RefName) String() string { return r.Name + ":" + r.Tag }
+
+// RefEntry is a ref and the commit it points to.
+type RefEntry struct {
+	Ref    RefName
+	Commit ID
+}
+
+// ReflogEntry records one ref change.
+type ReflogEntry struct {
+	Time    string `json:"time"`
+	Ref     string `json:"ref"`
+	Old     string `json:"old,omitempty"`
+	New     string `json:"new,omitempty"`
+	Message string `json:"message"`
+}
+
+const refsHeader = "# heft refs 1"
+
+func (s *Store) refsPath() string   { return filepath.Join(s.dir, "refs") }
+func (s *Store) reflogPath() string { return filepath.Join(s.dir, "logs", "reflog") }
+
+// readRefs parses the refs file. A missing file is an empty set of refs.
+func (s *Store) readRefs() (map[RefName]ID, error) {
+	data, err := os.ReadFile(s.refsPath())
+	if os.IsNotExist(err) {
+		return map[RefName]ID{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read refs: %w", err)
+	}
+	return parseRefs(data, s.refsPath())
+}
+
+func parseRefs(data []byte, path string) (map[RefName]ID, error) {
+	refs := map[RefName]ID{}
+	body, sumLine, ok := cutLastLine(data)
+	var want uint32
+	if !ok || !bytes.HasPrefix(data, []byte(refsHeader+"\n")) {
+		return nil, fmt.Errorf("%w: refs file %s is damaged (bad header or trailer)", ErrIntegrity, path)
+	}
+	if _, err := fmt.Sscanf(string(sumLine), "# crc32c %08x", &want); err != nil || crc32.Checksum(body, castagnoli) != want {
+		return nil, fmt.Errorf("%w: refs file %s fails its checksum", ErrIntegrity, path)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		refStr, idStr, ok := strings.Cut(line, " ")
+		if !ok {
+			return nil, fmt.Errorf("%w: refs file %s: bad line %q", ErrIntegrity, path, line)
+		}
+		ref, err := ParseRef(refStr)
+		if err != nil {
+			return nil, fmt.Errorf("%w: refs file %s: %v", ErrIntegrity, path, err)
+		}
+		id, err := ParseID(idStr)
+		if err != nil {
+			return nil, fmt.Errorf("%w: refs file %s: %v", ErrIntegrity, path, err)
+		}
+		refs[ref] = id
+	}
+	return refs, nil
+}
+
+// cutLastLine splits "body\nlast\n" into body (with its final newline) and last.
+func cutLastLine(data []byte) (body, last []byte, ok bool) {
+	if len(data) == 0 || data[len(data)-1] != '\n' {
+		return nil, nil, false
+	}
+	i := bytes.LastIndexByte(data[:len(data)-1], '\n')
+	if i < 0 {
+		return nil, nil, false
+	}
+	return data[:i+1], data[i+1 : len(data)-1], true
+}
+
+func encodeRefs(refs map[RefName]ID) []byte {
+	names := make([]RefName, 0, len(refs))
+	for r := range refs {
+		names = append(names, r)
+	}
+	sort.Slice(names, func(i, j int) bool { return names[i].String() < names[j].String() })
+	var b bytes.Buffer
+	b.WriteString(refsHeader + "\n")
+	for _, r := range names {
+		fmt.Fprintf(&b, "%s %s\n", r, refs[r])
+	}
+	fmt.Fprintf(&b, "# crc32c %08x\n", crc32.Checksum(b.Bytes(), castagnoli))
+	return b.Bytes()
+}
+
+// Refs lists every ref, sorted by name.
+func (s *Store) Refs() ([]RefEntry, error) {
+	refs, err := s.readRefs()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]RefEntry, 0, len(refs))
+	for r, id := range refs {
+		out = append(out, RefEntry{Ref: r, Commit: id})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Ref.String() < out[j].Ref.String() })
+	return out, nil
+}
+
+// Ref returns the commit a ref points to, or ErrNotFound.
+func (s *Store) Ref(r RefName) (ID, error) {
+	refs, err := s.readRefs()
+	if err != nil {
+		return ID{}, err
+	}
+	id, ok := refs[r]
+	if !ok {
+		return ID{}, fmt.Errorf("%w: ref %s", ErrNotFound, r)
+	}
+	return id, nil
+}
+
+// UpdateRef moves ref from old to new atomically: it fails with ErrConflict unless
+// the ref currently points to old (the zero ID meaning "does not exist"). A zero new
+// deletes the ref. The caller must have made new's objects durable and indexed first.
+func (s *Store) UpdateRef(r RefName, old, new ID, message string) error {
+	if err := r.Validate(); err != nil {
+		return err
+	}
+	lock, err := lockFile(filepath.Join(s.dir, "locks", "refs.lock"), true, s.opts.LockTimeout, "another heft process is updating refs")
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	refs, err := s.readRefs()
+	if err != nil {
+		return err
+	}
+	if cur := refs[r]; cur != old {
+		if old.IsZero() {
+			return fmt.Errorf("%w: ref %s already exists (at %s)", ErrConflict, r, cur.Short())
+		}
+		return fmt.Errorf("%w: ref %s is at %s, expected %s", ErrConflict, r, shortOrNone(cur), old.Short())
+	}
+	if new.IsZero() {
+		delete(refs, r)
+	} else {
+		refs[r] = new
+	}
+	entry := ReflogEntry{Time: s.now().UTC().Format(time.RFC3339Nano), Ref: r.String(), Message: message}
+	if !old.IsZero() {
+		entry.Old = old.String()
+	}
+	if !new.IsZero() {
+		entry.New = new.String()
+	}
+	if err := s.appendReflog(entry); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(s.refsPath(), encodeRefs(refs)); err != nil {
+		return fmt.Errorf("write refs: %w", err)
+	}
+	return nil
+}
+
+func shortOrNone(id ID) string {
+	if id.IsZero() {
+		return "(none)"
+	}
+	return id.Short()
+}
+
+func (s *Store) appendReflog(e ReflogEntry) error {
+	line, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(s.reflogPath(), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("open reflog: %w", err)
+	}
+	_, err = f.Write(append(line, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("append reflog: %w", err)
+	}
+	return nil
+}
+
+// Reflog returns the changes of one ref (or of all refs when r is nil), oldest first.
+// Damaged lines (a torn last write) are skipped: the reflog is informational.
+func (s *Store) Reflog(r *RefName) ([]ReflogEntry, error) {
+	data, err := os.ReadFile(s.reflogPath())
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read reflog: %w", err)
+	}
+	var out []ReflogEntry
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		var e ReflogEntry
+		if len(line) == 0 || json.Unmarshal(line, &e) != nil {
+			continue
+		}
+		if r == nil || e.Ref == r.String() {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}

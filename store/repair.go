@@ -1,0 +1,107 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/heft-dev/heft/store/internal/pack"
+)
+
+// RepairResult reports an index rebuild.
+type RepairResult struct {
+	Packs        int      `json:"packs"`
+	Objects      int      `json:"objects"`
+	Duplicates   int      `json:"duplicate_objects"`
+	DamagedPacks []string `json:"damaged_packs"`
+}
+
+// RepairIndex rebuilds the index from the pack files alone and replaces the old one
+// atomically. It runs under the exclusive gc lock, so no writer adds packs meanwhile.
+// Entries of a pack whose trailer is damaged are recovered from the per-entry headers
+// up to the first damaged one; such packs are reported.
+func (s *Store) RepairIndex() (*RepairResult, error) {
+	lock, err := lockFile(filepath.Join(s.dir, "locks", "gc.lock"), true, s.opts.LockTimeout, "imports are running")
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
+	tmp := s.idx.path + ".rebuild"
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	if err := createIndex(tmp, s.opts.LockTimeout); err != nil {
+		return nil, err
+	}
+	db, err := openBolt(tmp, s.opts.LockTimeout)
+	if err != nil {
+		return nil, err
+	}
+	res := &RepairResult{DamagedPacks: []string{}}
+	err = s.walkPackDir(func(path string, info os.FileInfo, id ID, isPack bool) error {
+		if !isPack {
+			return nil
+		}
+		scan, err := pack.Scan(path)
+		if err != nil {
+			res.DamagedPacks = append(res.DamagedPacks, fmt.Sprintf("%s: %v", path, err))
+			return nil
+		}
+		if len(scan.Damage) > 0 || !scan.Complete {
+			res.DamagedPacks = append(res.DamagedPacks, fmt.Sprintf("%s: %d entries recovered (%s mode): %v", path, len(scan.Entries), scan.Mode, errors.Join(scan.Damage...)))
+		}
+		entries := scan.Entries
+		if len(entries) == 0 {
+			return nil
+		}
+		res.Packs++
+		return db.Update(func(tx *bolt.Tx) error {
+			objs := tx.Bucket(bucketObjects)
+			for _, e := range entries {
+				oid := ID(e.ID)
+				if objs.Get(oid[:]) != nil {
+					res.Duplicates++
+					continue
+				}
+				loc := Location{Pack: id, Offset: e.Offset, StoredLen: e.StoredLen, RawLen: e.RawLen, Kind: Kind(e.Kind), Codec: e.Codec, CRC: e.CRC}
+				if err := objs.Put(oid[:], loc.encode()); err != nil {
+					return err
+				}
+				res.Objects++
+			}
+			return tx.Bucket(bucketPacks).Put(id[:], packRecord{Size: uint64(info.Size()), Entries: uint64(len(entries))}.encode())
+		})
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return nil, fmt.Errorf("repair index: %w", err)
+	}
+	if err := syncFile(tmp); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp, s.idx.path); err != nil {
+		return nil, fmt.Errorf("repair index: %w", err)
+	}
+	if err := syncDir(s.dir); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func syncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

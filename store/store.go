@@ -1,0 +1,161 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+)
+
+// Version is the heft version recorded in commit provenance.
+var Version = "0.1.0-dev"
+
+// Options tune a Store. The zero value means the defaults documented per field.
+type Options struct {
+	// LockTimeout bounds how long an operation waits for another process's lock
+	// (the index for one transaction, refs, gc). Default 60 s.
+	LockTimeout time.Duration
+	// ChunkSize is the fixed chunk size for tensor data, aligned to each tensor's
+	// start. Default DefaultChunkSize (see docs/benchmarks.md for the choice).
+	ChunkSize int
+	// PackSize is the target size of a pack file. Default 256 MiB.
+	PackSize int64
+	// Workers is the number of hashing/compression/decoding goroutines. Default
+	// GOMAXPROCS.
+	Workers int
+	// NoCompress stores every chunk raw (for benchmarks and already-dense data).
+	NoCompress bool
+	// Now is the clock (tests inject one). Default time.Now.
+	Now func() time.Time
+}
+
+// DefaultChunkSize is the tensor chunk size: large enough that per-chunk costs
+// (index records, pack entry headers, codec framing, lookups) vanish against the
+// data, small enough that a partly changed tensor (new embedding rows, one frozen
+// block) dedups at a fine grain. Measured in docs/benchmarks.md.
+const DefaultChunkSize = 4 << 20
+
+func (o Options) withDefaults() Options {
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = 60 * time.Second
+	}
+	if o.ChunkSize <= 0 {
+		o.ChunkSize = DefaultChunkSize
+	}
+	if o.PackSize <= 0 {
+		o.PackSize = 256 << 20
+	}
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+// Store is an open heft store: a directory holding
+//
+//	config          format marker
+//	index.db        bbolt index (a cache rebuildable from packs)
+//	packs/xx/*.pack write-once pack files with every object
+//	refs            the refs, rewritten atomically
+//	logs/reflog     every ref change, appended
+//	locks/          flock files (refs.lock, gc.lock)
+//
+// A Store is safe for concurrent use by goroutines; several processes may use one
+// store at once (see gc.lock in gc.go for the one exclusive operation).
+type Store struct {
+	dir  string
+	opts Options
+	idx  *index
+
+	skipCheck bool // see SkipCleanupCheck
+
+	packMu    sync.Mutex
+	packFiles map[ID]*os.File // +checklocks:packMu
+}
+
+type storeConfig struct {
+	Format  string `json:"format"`
+	Version int    `json:"version"`
+}
+
+const storeFormat = "heft-store"
+
+// Open opens the store at dir, creating it on first use.
+func Open(dir string, opts Options) (*Store, error) {
+	opts = opts.withDefaults()
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{dir: abs, opts: opts, packFiles: map[ID]*os.File{}}
+	s.idx = &index{path: filepath.Join(abs, "index.db"), timeout: opts.LockTimeout}
+	cfgPath := filepath.Join(abs, "config")
+	data, err := os.ReadFile(cfgPath)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := s.create(); err != nil {
+			return nil, err
+		}
+	case err != nil:
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	default:
+		var cfg storeConfig
+		if err := json.Unmarshal(data, &cfg); err != nil || cfg.Format != storeFormat {
+			return nil, fmt.Errorf("%w: %s is not a heft store (bad config file)", ErrInput, abs)
+		}
+		if cfg.Version != 1 {
+			return nil, fmt.Errorf("%w: store %s has format version %d; this heft reads version 1", ErrInput, abs, cfg.Version)
+		}
+	}
+	return s, nil
+}
+
+// create lays out a new store. The config file is written last, so a store whose
+// creation was interrupted is simply created again.
+func (s *Store) create() error {
+	for _, d := range []string{s.dir, filepath.Join(s.dir, "packs"), filepath.Join(s.dir, "logs"), filepath.Join(s.dir, "locks")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("create store %s: %w", s.dir, err)
+		}
+	}
+	if _, err := os.Stat(s.idx.path); errors.Is(err, os.ErrNotExist) {
+		if err := createIndex(s.idx.path, s.opts.LockTimeout); err != nil {
+			return err
+		}
+	}
+	cfg, _ := json.Marshal(storeConfig{Format: storeFormat, Version: 1})
+	if err := writeFileAtomic(filepath.Join(s.dir, "config"), append(cfg, '\n')); err != nil {
+		return fmt.Errorf("create store %s: %w", s.dir, err)
+	}
+	return syncDir(filepath.Dir(s.dir))
+}
+
+// Dir returns the store's directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Close releases cached pack file handles.
+func (s *Store) Close() error {
+	s.packMu.Lock()
+	defer s.packMu.Unlock()
+	for id, f := range s.packFiles {
+		_ = f.Close()
+		delete(s.packFiles, id)
+	}
+	return nil
+}
+
+func (s *Store) now() time.Time { return s.opts.Now() }
+
+func (s *Store) packsDir() string { return filepath.Join(s.dir, "packs") }
+
+func (s *Store) packPath(id ID) string {
+	h := id.String()
+	return filepath.Join(s.packsDir(), h[:2], h+".pack")
+}

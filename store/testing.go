@@ -1,0 +1,43 @@
+package store
+
+import (
+	"context"
+	"testing"
+)
+
+// TestStore opens a new store in a temporary directory for a test and registers a
+// cleanup that checks the store's invariants: verify --read-data must find nothing
+// damaged (bbolt's btesting pattern). Tests that damage a store on purpose call
+// SkipCleanupCheck.
+func TestStore(t testing.TB, opts Options) *Store {
+	t.Helper()
+	s, err := Open(t.TempDir(), opts)
+	if err != nil {
+		t.Fatalf("open test store: %v", err)
+	}
+	t.Cleanup(func() {
+		defer s.Close()
+		if s.skipCheck || t.Failed() {
+			return
+		}
+		CheckStore(t, s)
+	})
+	return s
+}
+
+// SkipCleanupCheck turns off TestStore's final verify for a store a test damaged.
+func (s *Store) SkipCleanupCheck() { s.skipCheck = true }
+
+// CheckStore fails the test unless verify --read-data finds the store intact.
+func CheckStore(t testing.TB, s *Store) {
+	t.Helper()
+	res, err := s.Verify(context.Background(), VerifyOptions{ReadData: true})
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	if !res.OK {
+		for _, d := range res.Damaged {
+			t.Errorf("verify: damaged %s %s: %s (refs %v)", d.Kind, d.ID.Short(), d.Reason, d.Refs)
+		}
+	}
+}
