@@ -149,6 +149,16 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (*GCResult, error) {
 		return nil, fmt.Errorf("gc refuses to run: %w: %d reachable objects are missing from the index (run `heft verify`)", ErrIntegrity, n)
 	}
 
+	// A pack holding live objects must exist before gc changes anything.
+	for id, u := range usage {
+		if len(u.live) == 0 {
+			continue
+		}
+		if _, err := os.Stat(s.packPath(id)); err != nil {
+			return nil, fmt.Errorf("gc refuses to run: %w: pack %s holding %d reachable objects: %v (run `heft verify`)", ErrIntegrity, s.packPath(id), len(u.live), err)
+		}
+	}
+
 	cutoff := s.now().Add(-opts.Grace)
 	ids := make([]ID, 0, len(usage))
 	for id := range usage {

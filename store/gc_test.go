@@ -1,6 +1,7 @@
 package store
 
 import (
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -114,4 +115,28 @@ func TestGCConcurrentWithImport(t *testing.T) {
 	wg.Wait()
 	assertExportIdentical(t, s, "org/m0", dirs[0])
 	assertExportIdentical(t, s, "org/m3", dirs[3])
+}
+
+func TestGCRefusesWithMissingPack(t *testing.T) {
+	s := TestStore(t, smallChunks)
+	s.SkipCleanupCheck()
+	base, _, _, _ := family(t, testCfg())
+	importDir(t, s, base, "org/base")
+	packs, _ := filepath.Glob(filepath.Join(s.Dir(), "packs", "*", "*.pack"))
+	if len(packs) == 0 {
+		t.Fatal("no packs")
+	}
+	if err := os.Remove(packs[0]); err != nil {
+		t.Fatal(err)
+	}
+	before := packBytesOnDisk(t, s)
+	_, err := s.GC(ctx, GCOptions{Grace: -1})
+	wantErr(t, err, ErrIntegrity)
+	if packBytesOnDisk(t, s) != before {
+		t.Fatal("gc deleted data while refusing to run")
+	}
+	res, err := s.Verify(ctx, VerifyOptions{})
+	if err != nil || res.OK {
+		t.Fatalf("verify after losing a pack: ok=%v err=%v", res.OK, err)
+	}
 }

@@ -148,13 +148,3 @@ func decodeObject(kind Kind, data []byte, v any) error {
 	}
 	return nil
 }
-
-// kindOfObject classifies decoded metadata bytes by their magic; chunks have none.
-func kindOfObject(data []byte) Kind {
-	for k, m := range objectMagic {
-		if bytes.HasPrefix(data, []byte(m)) {
-			return k
-		}
-	}
-	return KindChunk
-}

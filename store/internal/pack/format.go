@@ -1,6 +1,7 @@
 package pack
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -65,7 +66,43 @@ const (
 	headerBadMagic                // magic missing: damaged, or not a pack at all
 	headerDamaged                 // magic present, CRC or reserved bytes wrong
 	headerNewVersion              // intact header of an unknown version
+	headerTruncated               // file shorter than the header, starting like a pack
+	headerNotPack                 // neither magic present: not a pack at all
 )
+
+// readHeader reads and checks the header of a file of the given size. It
+// tells a damaged pack from a file that is not a pack: a missing header
+// magic is ErrNotPack unless the footer magic is there, and a file shorter
+// than the header is ErrNotPack unless it starts like one.
+func readHeader(f io.ReaderAt, path string, size int64) (headerStatus, error) {
+	var h [headerSize]byte
+	n := int(min(size, headerSize))
+	if err := readFullAt(f, path, h[:n], 0); err != nil {
+		return headerTruncated, err
+	}
+	if n < headerSize {
+		if !bytes.HasPrefix(headerMagic[:], h[:min(n, len(headerMagic))]) {
+			return headerNotPack, fmt.Errorf("pack %s: %w", path, ErrNotPack)
+		}
+		return headerTruncated, corruptf(path, size, ID{}, "file of %d bytes is truncated inside the header (%d bytes)", size, headerSize)
+	}
+	st, err := checkHeader(path, h[:])
+	if st == headerBadMagic && !hasFooterMagic(f, size) {
+		return headerNotPack, fmt.Errorf("pack %s: %w", path, ErrNotPack)
+	}
+	return st, err
+}
+
+// hasFooterMagic tells a damaged pack (footer magic still there) from a
+// file that is not a pack at all.
+func hasFooterMagic(f io.ReaderAt, size int64) bool {
+	if size < footerSize {
+		return false
+	}
+	var m [8]byte
+	n, _ := f.ReadAt(m[:], size-8)
+	return n == len(m) && m == footerMagic
+}
 
 func checkHeader(path string, h []byte) (headerStatus, error) {
 	if [8]byte(h[0:8]) != headerMagic {

@@ -38,21 +38,7 @@ func newReader(f *os.File, path string) (*Reader, error) {
 		return nil, fmt.Errorf("pack %s: stat: %w", path, err)
 	}
 	size := fi.Size()
-	var h [headerSize]byte
-	if size < headerSize {
-		return nil, corruptf(path, size, ID{}, "file of %d bytes is too short for the header (%d bytes)", size, headerSize)
-	}
-	if err := readFullAt(f, path, h[:], 0); err != nil {
-		return nil, err
-	}
-	switch st, err := checkHeader(path, h[:]); st {
-	case headerOK:
-	case headerBadMagic:
-		if !hasFooterMagic(f, size) {
-			return nil, fmt.Errorf("pack %s: %w", path, ErrNotPack)
-		}
-		return nil, err
-	default:
+	if _, err := readHeader(f, path, size); err != nil {
 		return nil, err
 	}
 	tr, err := readTrailer(f, path, size)
@@ -60,17 +46,6 @@ func newReader(f *os.File, path string) (*Reader, error) {
 		return nil, err
 	}
 	return &Reader{f: f, path: path, size: size, trailer: tr}, nil
-}
-
-// hasFooterMagic tells a damaged pack (footer magic still there) from a
-// file that is not a pack at all.
-func hasFooterMagic(f *os.File, size int64) bool {
-	if size < footerSize {
-		return false
-	}
-	var m [8]byte
-	n, _ := f.ReadAt(m[:], size-8)
-	return n == len(m) && m == footerMagic
 }
 
 // ID returns the pack ID (BLAKE3-256 of the table).

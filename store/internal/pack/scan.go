@@ -75,31 +75,19 @@ func Scan(path string) (ScanResult, error) {
 	size := fi.Size()
 	res := ScanResult{Path: path, Size: size, Mode: ScanWalk}
 
-	var h [headerSize]byte
-	hn := int(min(size, headerSize))
-	if err := readFullAt(f, path, h[:hn], 0); err != nil {
-		return res, err
-	}
-	if hn < headerSize {
-		// Too short to be anything but a truncated pack, if it even starts
-		// like one.
-		if !bytes.HasPrefix(headerMagic[:], h[:min(hn, len(headerMagic))]) {
-			return res, fmt.Errorf("pack %s: %w", path, ErrNotPack)
+	switch st, herr := readHeader(f, path, size); st {
+	case headerOK:
+	case headerDamaged, headerBadMagic:
+		res.Damage = append(res.Damage, herr) // the table may still be intact
+	case headerTruncated:
+		if !errors.Is(herr, ErrCorrupt) {
+			return res, herr
 		}
-		res.Damage = append(res.Damage, corruptf(path, size, ID{}, "file of %d bytes is truncated inside the header", size))
+		res.Damage = append(res.Damage, herr)
 		res.ID = packID(nil)
 		return res, nil
-	}
-	switch st, herr := checkHeader(path, h[:]); st {
-	case headerNewVersion:
+	default:
 		return res, herr
-	case headerBadMagic:
-		if !hasFooterMagic(f, size) {
-			return res, fmt.Errorf("pack %s: %w", path, ErrNotPack)
-		}
-		res.Damage = append(res.Damage, herr)
-	case headerDamaged:
-		res.Damage = append(res.Damage, herr)
 	}
 
 	tr, terr := readTrailer(f, path, size)
@@ -206,23 +194,12 @@ func Verify(path string) error {
 	}
 	size := fi.Size()
 	var errs findings
-	if size < headerSize {
-		return corruptf(path, size, ID{}, "file of %d bytes is too short for the header (%d bytes)", size, headerSize)
-	}
-	var h [headerSize]byte
-	if err := readFullAt(f, path, h[:], 0); err != nil {
-		return err
-	}
-	switch st, herr := checkHeader(path, h[:]); st {
-	case headerNewVersion:
+	switch st, herr := readHeader(f, path, size); st {
+	case headerOK:
+	case headerDamaged, headerBadMagic:
+		errs.add(herr) // keep going: the rest can still be checked
+	default:
 		return herr
-	case headerBadMagic:
-		if !hasFooterMagic(f, size) {
-			return fmt.Errorf("pack %s: %w", path, ErrNotPack)
-		}
-		errs.add(herr)
-	case headerDamaged:
-		errs.add(herr)
 	}
 
 	tr, terr := readTrailer(f, path, size)

@@ -189,9 +189,9 @@ func (w *Writer) finish() (Info, error) {
 	}
 	// Read-only before the fsync, so the mode change is durable too: a
 	// published pack is immutable and nothing should open it for writing.
-	if err := w.f.Chmod(0o444); err != nil {
-		return Info{}, fmt.Errorf("pack %s: chmod: %w", w.name, err)
-	}
+	// Best effort, as in restic: some filesystems (CIFS, some FUSE) refuse
+	// chmod, and the pack is no less valid for it.
+	_ = w.f.Chmod(0o444)
 	if err := w.f.Sync(); err != nil {
 		return Info{}, fmt.Errorf("pack %s: fsync: %w", w.name, classify(err))
 	}
