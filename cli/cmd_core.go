@@ -46,19 +46,20 @@ func cmdImport() *cli.Command {
 		Flags: commonFlags(
 			&cli.StringFlag{Name: "name", Aliases: []string{"n"}, Usage: "ref to create or advance, NAME[:TAG]", Required: true},
 			&cli.StringFlag{Name: "message", Aliases: []string{"m"}, Usage: "commit message"},
-			&cli.StringFlag{Name: "base", Usage: "model this one derives from (recorded in provenance)"},
+			&cli.StringFlag{Name: "base", Usage: "model (REF) to delta-code changed tensors against (default: found automatically)"},
+			&cli.BoolFlag{Name: "no-delta", Usage: "store every tensor on its own, without a delta base"},
 		),
 		Action: func(c *cli.Context) error {
 			e := getEnv(c)
 			if c.NArg() != 1 {
 				return usagef("import takes one SRC (a model directory or a .safetensors file)")
 			}
-			return runImport(c, e, c.Args().First(), c.String("name"), c.String("message"), c.String("base"))
+			return runImport(c, e, c.Args().First(), c.String("name"), store.ImportOptions{Message: c.String("message"), Base: c.String("base"), NoDelta: c.Bool("no-delta")})
 		},
 	}
 }
 
-func runImport(c *cli.Context, e *env, src, name, message, base string) error {
+func runImport(c *cli.Context, e *env, src, name string, opts store.ImportOptions) error {
 	ref, err := store.ParseRef(name)
 	if err != nil {
 		return err
@@ -68,14 +69,7 @@ func runImport(c *cli.Context, e *env, src, name, message, base string) error {
 		return err
 	}
 	defer s.Close()
-	opts := store.ImportOptions{Ref: ref, Message: message}
-	if base != "" {
-		baseID, err := s.Resolve(base)
-		if err != nil {
-			return fmt.Errorf("--base: %w", err)
-		}
-		opts.Provenance = &store.Provenance{Op: "import", Source: src, Params: map[string]string{"base": base}, Inputs: []store.ID{baseID}}
-	}
+	opts.Ref = ref
 	progress, done := e.bar("import")
 	opts.Progress = progress
 	start := time.Now()
@@ -89,13 +83,17 @@ func runImport(c *cli.Context, e *env, src, name, message, base string) error {
 		return e.printJSON(map[string]any{
 			"commit": res.Commit, "ref": res.Ref.String(), "files": res.Files, "tensors": res.Tensors,
 			"logical_bytes": res.LogicalBytes, "new_pack_bytes": res.Stats.PackBytes,
-			"new_chunks": res.Stats.NewChunks, "chunks": res.Stats.Chunks, "seconds": elapsed.Seconds(),
+			"new_chunks": res.Stats.NewChunks, "chunks": res.Stats.Chunks, "delta_chunks": res.Stats.DeltaChunks,
+			"delta_base": res.DeltaBase, "seconds": elapsed.Seconds(),
 		})
 	}
 	fmt.Fprintf(e.stdout, "%s %s\n", res.Commit, res.Ref)
 	fmt.Fprintf(e.stdout, "%d files, %d tensors: %s logical, %s newly stored (%s) in %.1fs\n",
 		res.Files, res.Tensors, humanBytes(res.LogicalBytes), humanBytes(res.Stats.PackBytes),
 		percent(res.Stats.PackBytes, res.LogicalBytes), elapsed.Seconds())
+	if res.DeltaBase != "" {
+		fmt.Fprintf(e.stdout, "delta base %s: %d of %d new chunks stored as deltas\n", res.DeltaBase, res.Stats.DeltaChunks, res.Stats.NewChunks)
+	}
 	return nil
 }
 

@@ -58,7 +58,8 @@ func printStats(e *env, st *store.Stats) {
 		stage("file dedup", st.LogicalBytes, st.AfterFileDedup),
 		stage("tensor dedup", st.AfterFileDedup, st.AfterTensorDedup),
 		stage("chunk dedup", st.AfterTensorDedup, st.AfterChunkDedup),
-		stage("compression", st.AfterChunkDedup, st.AfterCompression),
+		stage("delta", st.AfterChunkDedup, st.AfterDelta),
+		stage("entropy coding", st.AfterDelta, st.AfterCompression),
 		{"physical (packs)", humanBytes(st.PhysicalBytes), "", percent(st.PhysicalBytes, st.LogicalBytes)},
 	})
 	fmt.Fprintf(e.stdout, "\n%d refs, %d distinct files, %d tensors, %d chunks in %d packs; saving %.1f%%\n",

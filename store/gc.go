@@ -96,6 +96,9 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (*GCResult, error) {
 		return nil, fmt.Errorf("gc refuses to run: %w", err)
 	}
 	live := w.seen
+	if err := s.addDeltaBases(live); err != nil {
+		return nil, fmt.Errorf("gc refuses to run: %w", err)
+	}
 	res.LiveObjects = len(live)
 
 	usage := map[ID]*packUsage{}
@@ -214,6 +217,38 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (*GCResult, error) {
 		return res, err
 	}
 	return res, nil
+}
+
+// addDeltaBases adds to live the base chunk of every live delta chunk: a base may be
+// reachable from no ref at all once its model is deleted, and must stay.
+func (s *Store) addDeltaBases(live map[ID]Kind) error {
+	deltas := map[ID]Location{}
+	err := s.idx.view(func(tx *bolt.Tx) error {
+		for id, kind := range live {
+			if kind != KindChunk {
+				continue
+			}
+			loc, ok, err := getLocation(tx, id)
+			if err != nil {
+				return err
+			}
+			if ok && loc.Codec == codecDelta {
+				deltas[id] = loc
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for id, loc := range deltas {
+		base, err := s.deltaBase(id, loc)
+		if err != nil {
+			return err
+		}
+		live[base] = KindChunk
+	}
+	return nil
 }
 
 func (s *Store) countUnindexed(live map[ID]Kind) (int, error) {

@@ -17,7 +17,11 @@ func TestGCRemovesOnlyUnreachable(t *testing.T) {
 	modelgen.WriteBase(a, testCfg(), modelgen.Options{Seed: 1, Shards: 2})
 	modelgen.FineTune(a, b, modelgen.FineTuneOptions{Seed: 3, FreezeEmbeddings: true})
 	importDir(t, s, a, "org/a")
-	rb := importDir(t, s, b, "org/b")
+	// Without a delta base, so that b needs none of a's chunks.
+	rb, err := s.Import(ctx, b, ImportOptions{Ref: mustRef(t, "org/b"), NoDelta: true})
+	if err != nil {
+		t.Fatal(err)
+	}
 	before := packBytesOnDisk(t, s)
 
 	// Nothing is garbage yet.

@@ -9,7 +9,12 @@ import (
 	"github.com/heft-dev/heft/codec/chunkcodec"
 )
 
-func codecName(c uint8) string { return chunkcodec.ID(c).String() }
+func codecName(c uint8) string {
+	if c == codecDelta {
+		return "delta"
+	}
+	return chunkcodec.ID(c).String()
+}
 
 // LogEntry is one commit in a ref's history.
 type LogEntry struct {
@@ -220,6 +225,9 @@ func describeCodecs(codecs map[string]bool) string {
 		return "raw"
 	}
 	out := "compressed ("
+	if codecs["delta"] {
+		out = "delta ("
+	}
 	for i, n := range names {
 		if i > 0 {
 			out += "+"

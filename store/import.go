@@ -10,8 +10,10 @@ import (
 	"hash"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -26,6 +28,11 @@ import (
 type ImportOptions struct {
 	Ref     RefName
 	Message string
+	// Base names the model (REF) to delta-code against. When empty and NoDelta is
+	// false, a stored model of the same architecture is found automatically (see
+	// autoBase); the choice is recorded in the commit's provenance.
+	Base    string
+	NoDelta bool
 	// Provenance overrides the default {op: "import", source: SRC}.
 	Provenance *Provenance
 	// Progress, when set, is called with the bytes read so far and the total.
@@ -38,7 +45,8 @@ type ImportResult struct {
 	Ref          RefName
 	Files        int
 	Tensors      int
-	LogicalBytes int64 // size of the imported files
+	DeltaBase    string // the model new chunks were delta-coded against, if any
+	LogicalBytes int64  // size of the imported files
 	Stats        IngestStats
 }
 
@@ -75,7 +83,25 @@ func (s *Store) Import(ctx context.Context, src string, opts ImportOptions) (*Im
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
+	var base *baseModel
+	switch {
+	case opts.Base != "":
+		id, err := s.Resolve(opts.Base)
+		if err != nil {
+			return nil, fmt.Errorf("base: %w", err)
+		}
+		if base, err = s.loadBaseModel(id, opts.Base); err != nil {
+			return nil, err
+		}
+	case !opts.NoDelta:
+		if base, err = s.autoBase(files); err != nil {
+			return nil, fmt.Errorf("choosing a delta base: %w", err)
+		}
+	}
 	res := &ImportResult{Ref: opts.Ref, Files: len(files)}
+	if base != nil {
+		res.DeltaBase = base.label
+	}
 	var total int64
 	for _, f := range files {
 		total += f.size
@@ -86,7 +112,7 @@ func (s *Store) Import(ctx context.Context, src string, opts ImportOptions) (*Im
 	stats, err := s.withSession(ctx, func(sess *session) error {
 		var manifest Manifest
 		for _, f := range files {
-			fileID, ntensors, err := s.importFile(sess, f, prog)
+			fileID, ntensors, err := s.importFile(sess, f, base, prog)
 			if err != nil {
 				return err
 			}
@@ -97,10 +123,20 @@ func (s *Store) Import(ctx context.Context, src string, opts ImportOptions) (*Im
 		if err != nil {
 			return err
 		}
-		prov := Provenance{Op: "import", Source: src, HeftVersion: Version}
+		prov := Provenance{Op: "import", Source: src}
 		if opts.Provenance != nil {
 			prov = *opts.Provenance
-			prov.HeftVersion = Version
+		}
+		prov.HeftVersion = Version
+		if base != nil {
+			prov.Params = maps.Clone(prov.Params)
+			if prov.Params == nil {
+				prov.Params = map[string]string{}
+			}
+			prov.Params["delta_base"] = base.label
+			if !slices.Contains(prov.Inputs, base.commit) {
+				prov.Inputs = append(prov.Inputs, base.commit)
+			}
 		}
 		c := Commit{Manifest: manifestID, Message: opts.Message, Time: s.now().UTC().Format(time.RFC3339Nano), Provenance: prov}
 		if !parent.IsZero() {
@@ -285,7 +321,7 @@ func (h *fileHasher) finish() (sha, git string) {
 }
 
 // importFile stores one file and returns its file object's ID and tensor count.
-func (s *Store) importFile(sess *session, f sourceFile, prog *progress) (ID, int, error) {
+func (s *Store) importFile(sess *session, f sourceFile, base *baseModel, prog *progress) (ID, int, error) {
 	fh, err := os.Open(f.abs)
 	if err != nil {
 		return ID{}, 0, fmt.Errorf("import %s: %w", f.rel, err)
@@ -302,7 +338,7 @@ func (s *Store) importFile(sess *session, f sourceFile, prog *progress) (ID, int
 	if f.header != nil {
 		obj.Format = FormatSafetensors
 		ntensors = len(f.header.Tensors)
-		err = s.importSafetensors(sess, fh, f, &obj, hasher, bufs, prog)
+		err = s.importSafetensors(sess, fh, f, &obj, hasher, bufs, base, prog)
 	} else {
 		obj.Format = FormatBlob
 		err = s.importBlob(sess, fh, f, &obj, hasher, bufs, prog)
@@ -320,17 +356,19 @@ type tensorUnit struct {
 	off, len int64 // in the file
 	tensor   int   // index into header.Tensors, -1 for the header
 	hint     chunkcodec.Hint
+	base     ID // the base model's chunk at the same place, if any
 }
 
-func (s *Store) importSafetensors(sess *session, fh *os.File, f sourceFile, obj *File, hasher *fileHasher, bufs [2][]byte, prog *progress) error {
+func (s *Store) importSafetensors(sess *session, fh *os.File, f sourceFile, obj *File, hasher *fileHasher, bufs [2][]byte, base *baseModel, prog *progress) error {
 	h := f.header
 	units := []tensorUnit{{off: 0, len: h.DataStart(), tensor: -1}}
 	cs := int64(s.opts.ChunkSize)
 	for ti, t := range h.Tensors {
 		hint := hintFor(t.DType)
-		for off := int64(t.Begin); off < int64(t.End); off += cs {
+		for k, off := 0, int64(t.Begin); off < int64(t.End); k, off = k+1, off+cs {
 			n := min(cs, int64(t.End)-off)
-			units = append(units, tensorUnit{off: h.DataStart() + off, len: n, tensor: ti, hint: hint})
+			b := base.chunkFor(t.Name, string(t.DType), t.Shape, k, n)
+			units = append(units, tensorUnit{off: h.DataStart() + off, len: n, tensor: ti, hint: hint, base: b})
 		}
 	}
 	chunkIDs := make([]ID, len(units))
@@ -354,7 +392,7 @@ func (s *Store) importSafetensors(sess *session, fh *os.File, f sourceFile, obj 
 		batch := make([]unit, 0, end-start)
 		pos := int64(0)
 		for _, u := range units[start:end] {
-			batch = append(batch, unit{data: buf[pos : pos+u.len], hint: u.hint})
+			batch = append(batch, unit{data: buf[pos : pos+u.len], hint: u.hint, base: u.base})
 			pos += u.len
 		}
 		ids, err := sess.putChunks(batch)
@@ -451,7 +489,9 @@ func hintFor(dt safetensors.DType) chunkcodec.Hint {
 		return chunkcodec.Hint{ElemBytes: 2}
 	case "I32", "U32":
 		return chunkcodec.Hint{ElemBytes: 4}
-	case "I64", "U64", "C64":
+	case "C64":
+		return chunkcodec.Hint{ElemBytes: 4, Float: true}
+	case "I64", "U64":
 		return chunkcodec.Hint{ElemBytes: 8}
 	}
 	return chunkcodec.Hint{ElemBytes: 1}

@@ -18,6 +18,7 @@ type IngestStats struct {
 	NewRawBytes int64 // decoded bytes of newly stored objects
 	StoredBytes int64 // their bytes after compression
 	PackBytes   int64 // bytes of pack files published (framing included)
+	DeltaChunks int   // new chunks stored as deltas against a base
 	Packs       int
 }
 
@@ -41,7 +42,7 @@ type session struct {
 type writeReq struct {
 	id     ID
 	kind   Kind
-	codec  chunkcodec.ID
+	codec  uint8 // a chunkcodec.ID or codecDelta
 	rawLen uint64
 	stored *[]byte // returned to storedPool after the write
 }
@@ -72,10 +73,12 @@ func (s *Store) withSession(ctx context.Context, fn func(*session) error) (Inges
 	return sess.stats, err
 }
 
-// Unit is one piece of data offered to a session with the hint its codec needs.
+// unit is one piece of data offered to a session with the hint its codec needs and,
+// optionally, the chunk at the same place in a base model to delta-code against.
 type unit struct {
 	data []byte
 	hint chunkcodec.Hint
+	base ID
 }
 
 // putChunks stores the units as chunks and returns their IDs in order. Hashing,
@@ -99,16 +102,26 @@ func (sess *session) putChunks(units []unit) ([]ID, error) {
 	if err != nil {
 		return nil, err
 	}
+	bases, err := sess.deltaBases(units, missing)
+	if err != nil {
+		return nil, err
+	}
 	g, gctx = errgroup.WithContext(sess.ctx)
 	g.SetLimit(workers)
 	results := make([]writeReq, len(units))
 	for _, i := range missing {
 		g.Go(func() error {
-			req, err := sess.encode(ids[i], KindChunk, units[i].data, units[i].hint)
-			results[i] = req
+			var req writeReq
+			var err error
+			if b, ok := bases[units[i].base]; ok && !sess.s.opts.NoCompress {
+				req, err = sess.encodeDelta(ids[i], units[i].data, units[i].hint, b)
+			} else {
+				req, err = sess.encode(ids[i], KindChunk, units[i].data, units[i].hint)
+			}
 			if err != nil {
 				return err
 			}
+			results[i] = sess.account(req)
 			return gctx.Err()
 		})
 	}
@@ -137,7 +150,7 @@ func (sess *session) putObject(kind Kind, data []byte) (ID, error) {
 	if err != nil {
 		return id, err
 	}
-	return id, sess.enqueue(req)
+	return id, sess.enqueue(sess.account(req))
 }
 
 // put encodes v as a metadata object of kind and stores it.
@@ -182,6 +195,7 @@ func (sess *session) claim(ids []ID) ([]int, error) {
 	return missing, nil
 }
 
+// encode codes one object without a base. The caller accounts for it.
 func (sess *session) encode(id ID, kind Kind, data []byte, hint chunkcodec.Hint) (writeReq, error) {
 	buf := storedPool.Get().(*[]byte)
 	var (
@@ -202,14 +216,21 @@ func (sess *session) encode(id ID, kind Kind, data []byte, hint chunkcodec.Hint)
 		}
 	}
 	*buf = stored
-	sess.mu.Lock()
-	sess.stats.NewChunks++
-	sess.stats.NewRawBytes += int64(len(data))
-	sess.stats.StoredBytes += int64(len(stored))
-	sess.mu.Unlock()
-	return writeReq{id: id, kind: kind, codec: codec, rawLen: uint64(len(data)), stored: buf}, nil
+	return writeReq{id: id, kind: kind, codec: uint8(codec), rawLen: uint64(len(data)), stored: buf}, nil
 }
 
+// account counts a new object in the session's stats.
+func (sess *session) account(req writeReq) writeReq {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	sess.stats.NewChunks++
+	sess.stats.NewRawBytes += int64(req.rawLen)
+	sess.stats.StoredBytes += int64(len(*req.stored))
+	if req.codec == codecDelta {
+		sess.stats.DeltaChunks++
+	}
+	return req
+}
 func (sess *session) enqueue(req writeReq) error {
 	select {
 	case sess.writes <- req:
@@ -281,11 +302,11 @@ func (p *packer) add(req writeReq) error {
 		}
 		p.w = w
 	}
-	e, err := p.w.Add(pack.ID(req.id), uint8(req.kind), uint8(req.codec), req.rawLen, stored)
+	e, err := p.w.Add(pack.ID(req.id), uint8(req.kind), req.codec, req.rawLen, stored)
 	if err != nil {
 		return fmt.Errorf("write %s %s: %w", req.kind, req.id.Short(), err)
 	}
-	p.entries[req.id] = Location{Offset: e.Offset, StoredLen: e.StoredLen, RawLen: e.RawLen, Kind: req.kind, Codec: uint8(req.codec), CRC: e.CRC}
+	p.entries[req.id] = Location{Offset: e.Offset, StoredLen: e.StoredLen, RawLen: e.RawLen, Kind: req.kind, Codec: req.codec, CRC: e.CRC}
 	return nil
 }
 

@@ -54,7 +54,12 @@ func (s *Store) readLocated(id ID, loc Location, dst, scratch []byte) ([]byte, [
 	if loc.RawLen > 1<<40 {
 		return dst, stored, &IntegrityError{ID: id, Kind: loc.Kind, Pack: path, Reason: "implausible decoded length"}
 	}
-	out, err := chunkcodec.Decode(chunkcodec.ID(loc.Codec), dst, stored, int(loc.RawLen))
+	var out []byte
+	if loc.Codec == codecDelta {
+		out, err = s.decodeDelta(id, loc, stored, dst)
+	} else {
+		out, err = chunkcodec.Decode(chunkcodec.ID(loc.Codec), dst, stored, int(loc.RawLen))
+	}
 	if err != nil {
 		return dst, stored, &IntegrityError{ID: id, Kind: loc.Kind, Pack: path, Reason: "cannot decode", Err: err}
 	}
@@ -64,14 +69,18 @@ func (s *Store) readLocated(id ID, loc Location, dst, scratch []byte) ([]byte, [
 	return out, stored, nil
 }
 
-// readObject reads and verifies one object by ID.
-func (s *Store) readObject(id ID) ([]byte, Kind, error) {
-	var loc Location
-	var ok bool
-	err := s.idx.view(func(tx *bolt.Tx) (err error) {
+// locate returns the index location of one object.
+func (s *Store) locate(id ID) (loc Location, ok bool, err error) {
+	err = s.idx.view(func(tx *bolt.Tx) error {
 		loc, ok, err = getLocation(tx, id)
 		return err
 	})
+	return loc, ok, err
+}
+
+// readObject reads and verifies one object by ID.
+func (s *Store) readObject(id ID) ([]byte, Kind, error) {
+	loc, ok, err := s.locate(id)
 	if err != nil {
 		return nil, 0, err
 	}

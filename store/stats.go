@@ -12,7 +12,9 @@ import (
 //	after file dedup    each distinct file once
 //	after tensor dedup  each distinct tensor once, plus each distinct header and blob file
 //	after chunk dedup   each distinct chunk once (raw)
-//	after compression   those chunks as stored
+//	after delta         delta chunks at their stored size, plus the raw size of
+//	                    base chunks kept only because deltas name them
+//	after compression   every chunk as stored (entropy coding of the rest)
 //	physical     pack files on disk (framing, metadata objects, history and garbage included)
 type Stats struct {
 	Refs              int              `json:"refs"`
@@ -20,6 +22,8 @@ type Stats struct {
 	AfterFileDedup    int64            `json:"after_file_dedup_bytes"`
 	AfterTensorDedup  int64            `json:"after_tensor_dedup_bytes"`
 	AfterChunkDedup   int64            `json:"after_chunk_dedup_bytes"`
+	AfterDelta        int64            `json:"after_delta_bytes"`
+	DeltaChunks       int              `json:"delta_chunks"`
 	AfterCompression  int64            `json:"after_compression_bytes"`
 	PhysicalBytes     int64            `json:"physical_bytes"`
 	Files             int              `json:"distinct_files"`
@@ -136,9 +140,9 @@ func (s *Store) Stats(only []RefName) (*Stats, error) {
 	}
 	st.Files, st.Tensors, st.Chunks = len(seenFiles), len(seenTensors), len(chunkRaw)
 	stored := map[ID]int64{}
+	locs := map[ID]Location{}
 	err = s.idx.view(func(tx *bolt.Tx) error {
-		for id, raw := range chunkRaw {
-			st.AfterChunkDedup += int64(raw)
+		for id := range chunkRaw {
 			loc, ok, err := getLocation(tx, id)
 			if err != nil {
 				return err
@@ -146,9 +150,7 @@ func (s *Store) Stats(only []RefName) (*Stats, error) {
 			if !ok {
 				return &IntegrityError{ID: id, Kind: KindChunk, Reason: "object is missing from the index (run `heft verify`)"}
 			}
-			stored[id] = int64(loc.StoredLen)
-			st.AfterCompression += int64(loc.StoredLen)
-			st.CompressionCodecs[codecName(loc.Codec)] += int64(loc.StoredLen)
+			locs[id] = loc
 		}
 		st.Packs = tx.Bucket(bucketPacks).Stats().KeyN
 		return nil
@@ -156,6 +158,52 @@ func (s *Store) Stats(only []RefName) (*Stats, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Bases kept only because deltas name them cost their stored bytes too.
+	extraBases := map[ID]Location{}
+	for id, loc := range locs {
+		if loc.Codec != codecDelta {
+			continue
+		}
+		base, err := s.deltaBase(id, loc)
+		if err != nil {
+			return nil, err
+		}
+		if _, reached := locs[base]; reached {
+			continue
+		}
+		if _, done := extraBases[base]; done {
+			continue
+		}
+		bl, ok, err := s.locate(base)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, &IntegrityError{ID: base, Kind: KindChunk, Reason: "delta base is missing from the index (run `heft verify`)"}
+		}
+		extraBases[base] = bl
+	}
+	var deltaSaved, entropySaved int64
+	for id, loc := range locs {
+		raw := int64(chunkRaw[id])
+		st.AfterChunkDedup += raw
+		stored[id] = int64(loc.StoredLen)
+		if loc.Codec == codecDelta {
+			st.DeltaChunks++
+			deltaSaved += raw - int64(loc.StoredLen)
+		} else {
+			entropySaved += raw - int64(loc.StoredLen)
+		}
+		st.CompressionCodecs[codecName(loc.Codec)] += int64(loc.StoredLen)
+	}
+	var extraRaw int64
+	for _, bl := range extraBases {
+		extraRaw += int64(bl.RawLen)
+		entropySaved += int64(bl.RawLen) - int64(bl.StoredLen)
+		st.CompressionCodecs[codecName(bl.Codec)] += int64(bl.StoredLen)
+	}
+	st.AfterDelta = st.AfterChunkDedup - deltaSaved + extraRaw
+	st.AfterCompression = st.AfterDelta - entropySaved
 	for i := range st.Models {
 		for id := range perModelChunks[i] {
 			st.Models[i].StoredBytes += stored[id]

@@ -162,18 +162,40 @@ func (s *Store) Verify(ctx context.Context, opts VerifyOptions) (*VerifyResult, 
 		return nil, err
 	}
 	res.Reachable = len(w.seen)
-	var missing []ID
+	deltas := map[ID]Location{}
 	if err := s.idx.view(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketObjects)
 		for id, kind := range w.seen {
-			if _, bad := damaged[id]; !bad && b.Get(id[:]) == nil {
-				missing = append(missing, id)
+			if _, bad := damaged[id]; bad {
+				continue
+			}
+			loc, ok, err := getLocation(tx, id)
+			if err != nil {
+				return err
+			}
+			if !ok {
 				addDamage(id, kind, "", "object is missing from the index")
+			} else if loc.Codec == codecDelta {
+				deltas[id] = loc
 			}
 		}
 		return nil
 	}); err != nil {
 		return nil, err
+	}
+	// Every delta's base must be indexed and plain.
+	for id, loc := range deltas {
+		base, err := s.deltaBase(id, loc)
+		if err != nil {
+			addDamage(id, KindChunk, s.packPath(loc.Pack), err.Error())
+			continue
+		}
+		baseLoc, ok, err := s.locate(base)
+		if err != nil {
+			return nil, err
+		}
+		if !ok || baseLoc.Codec == codecDelta {
+			addDamage(id, KindChunk, s.packPath(loc.Pack), fmt.Sprintf("its delta base %s is missing or not plain", base.Short()))
+		}
 	}
 
 	// 3. Read every byte.
