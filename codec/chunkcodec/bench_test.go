@@ -130,6 +130,7 @@ func BenchmarkKernels(b *testing.B) {
 	data := bf16Data(1, benchChunk/2, 0.02)
 	n := len(data) / 2
 	lo, hi := make([]byte, n), make([]byte, n)
+	split2(data, lo, hi, true)
 	b.Run("split2", func(b *testing.B) {
 		b.SetBytes(int64(len(data)))
 		for b.Loop() {
@@ -160,13 +161,28 @@ func BenchmarkKernels(b *testing.B) {
 	var et encTable
 	ht.encTable(&et)
 	var dt decTable
+	ht.decTable(&dt)
 	blk := hi[:1<<bgBlockLog]
-	code := encode4X(nil, blk, &et)
+	code := encode4X(nil, blk, &et, nil)
+	var pt pairTable
+	et.fillPairs(&pt)
 	b.Run("encode4X", func(b *testing.B) {
 		b.SetBytes(int64(len(blk)))
 		out := make([]byte, 0, 2*len(blk))
 		for b.Loop() {
-			out = encode4X(out[:0], blk, &et)
+			out = encode4X(out[:0], blk, &et, nil)
+		}
+	})
+	b.Run("encode4X-pairs", func(b *testing.B) {
+		b.SetBytes(int64(len(blk)))
+		out := make([]byte, 0, 2*len(blk))
+		for b.Loop() {
+			out = encode4X(out[:0], blk, &et, &pt)
+		}
+	})
+	b.Run("fillPairs", func(b *testing.B) {
+		for b.Loop() {
+			et.fillPairs(&pt)
 		}
 	})
 	b.Run("decTable", func(b *testing.B) {

@@ -61,8 +61,11 @@ type bgEncoder struct {
 	planes [8][]byte
 	ht     huffTable
 	et     encTable
-	hs     huff0.Scratch
-	fs     fse.Scratch
+	pt     *pairTable
+	// pairCounts is scratch for histogramPairs.
+	pairCounts *[1 << 16]uint32
+	hs         huff0.Scratch
+	fs         fse.Scratch
 }
 
 var bgEncoders = sync.Pool{New: func() any { return new(bgEncoder) }}
@@ -152,20 +155,29 @@ func encodeByteGrouped(dst, src []byte, h Hint, st *planeStats) ([]byte, error) 
 		if mode[p] != planeCoded {
 			continue
 		}
+		// Counting in the split loop measured slower than this separate
+		// pass: Go spills the byte indexes when both share a loop.
+		var hist [256]uint32
+		if n >= minPairHistogram {
+			if enc.pairCounts == nil {
+				enc.pairCounts = new([1 << 16]uint32)
+			}
+			histogramPairs(&hist, enc.pairCounts, planes[p])
+		} else {
+			histogram(&hist, planes[p])
+		}
 		var err error
-		if dst, err = enc.codePlane(dst, planes[p], descAt+p*descSize); err != nil {
+		if dst, err = enc.codePlane(dst, planes[p], &hist, descAt+p*descSize); err != nil {
 			return nil, err
 		}
 	}
 	return append(dst, src[n*e:]...), nil
 }
 
-// codePlane appends the data of a coded plane to dst and fills in its
-// descriptor at dst[desc:].
-func (enc *bgEncoder) codePlane(dst, plane []byte, desc int) ([]byte, error) {
+// codePlane appends the data of a coded plane with histogram hist to dst
+// and fills in its descriptor at dst[desc:].
+func (enc *bgEncoder) codePlane(dst, plane []byte, hist *[256]uint32, desc int) ([]byte, error) {
 	n := len(plane)
-	var hist [256]uint32
-	histogram(&hist, plane)
 	maxCount := uint32(0)
 	for s, c := range hist {
 		if int(c) == n {
@@ -186,15 +198,15 @@ func (enc *bgEncoder) codePlane(dst, plane []byte, desc int) ([]byte, error) {
 	overhead := nblocks * blockHdrLen
 	dst = append(dst, 1) // table present
 	tableAt := len(dst)
-	ent := entropy(&hist, n)
+	ent := entropy(hist, n)
 	zstdOK := ent*float64(n)/8+float64(overhead) <= float64(n-n/minPlaneGain)
 	use := useRaw
 	// buildTable fails only where huff0 cannot describe the table (more
 	// than 128 symbols whose weights FSE cannot compress); such a plane is
 	// close to random and the zstd estimate decides.
-	if out, err := buildTable(dst, &enc.ht, &hist, &enc.hs, &enc.fs); err == nil {
+	if out, err := buildTable(dst, &enc.ht, hist, &enc.hs, &enc.fs); err == nil {
 		dst = out
-		bitsTotal := enc.ht.cost(&hist)
+		bitsTotal := enc.ht.cost(hist)
 		excess := float64(bitsTotal)/float64(n) - ent
 		switch {
 		case excess > zstdExcessBits && zstdOK:
@@ -205,10 +217,18 @@ func (enc *bgEncoder) codePlane(dst, plane []byte, desc int) ([]byte, error) {
 	} else if zstdOK {
 		use = useZstd
 	}
+	var pairs *pairTable
 	if use != useHuff {
 		dst = append(dst[:tableAt-1], 0) // no table
 	} else {
 		enc.ht.encTable(&enc.et)
+		if k := enc.et.symbols(); k*k*minPairRatio <= n {
+			if enc.pt == nil {
+				enc.pt = new(pairTable)
+			}
+			enc.et.fillPairs(enc.pt)
+			pairs = enc.pt
+		}
 	}
 
 	for j := 0; j < n; j += 1 << bgBlockLog {
@@ -222,7 +242,7 @@ func (enc *bgEncoder) codePlane(dst, plane []byte, desc int) ([]byte, error) {
 		switch {
 		case use == useHuff && m >= minHuffBlock:
 			dst = append(dst, blockHuff, 0, 0, 0)
-			dst = encode4X(dst, blk, &enc.et)
+			dst = encode4X(dst, blk, &enc.et, pairs)
 		case use == useZstd:
 			dst = append(dst, blockZstd, 0, 0, 0)
 			dst = zstdEncode(dst, blk)

@@ -1,9 +1,12 @@
 package chunkcodec
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // ID names the codec of a stored chunk. The values are written to the
@@ -96,8 +99,11 @@ func keep(n, raw int) bool { return n <= raw-raw/64 && n < raw }
 // result to dst[:0] and returns it with the codec's id. The choice is made
 // from a small sample (see choose) and then checked: if the encoded form is
 // not at least 1/64 smaller than src, Encode returns Raw and a copy of src.
-// Encode is deterministic: the same src and h give the same bytes. It is
-// safe for concurrent use.
+// Encode is deterministic: the same src and h give the same bytes with the
+// same build. (The choices rest on float64 entropy estimates, which another
+// architecture's math library may round differently in the last bit, so a
+// chunk exactly at a threshold could be encoded differently there; it
+// decodes to the same bytes either way.) It is safe for concurrent use.
 func Encode(dst, src []byte, h Hint) (ID, []byte, error) {
 	if err := h.check(); err != nil {
 		return 0, nil, err
@@ -123,6 +129,29 @@ func Encode(dst, src []byte, h Hint) (ID, []byte, error) {
 		dst = out
 	}
 	return Raw, append(dst[:0], src...), nil
+}
+
+// precheck rejects src whose header contradicts rawLen before Decode
+// allocates the output, so that garbage costs no allocation.
+func precheck(id ID, src []byte, rawLen int) error {
+	switch id {
+	case Zstd:
+		var h zstd.Header
+		if err := h.Decode(src); err != nil {
+			return corrupt("zstd frame header: " + err.Error())
+		}
+		if h.Skippable || (h.HasFCS && h.FrameContentSize != uint64(rawLen)) {
+			return corrupt("zstd frame does not hold the raw length")
+		}
+	case ByteGrouped:
+		if len(src) < 5 {
+			return corrupt("bytegrouped frame too short")
+		}
+		if rl, k := binary.Uvarint(src[4:]); k <= 0 || rl != uint64(rawLen) {
+			return corrupt(fmt.Sprintf("bytegrouped raw length %d, want %d", rl, rawLen))
+		}
+	}
+	return nil
 }
 
 // Choice thresholds.
@@ -172,6 +201,10 @@ func choose(dst, src []byte, h Hint) (ID, planeStats, []byte) {
 		return Raw, st, dst
 	}
 	n := len(src) / e
+	if n < minHuffBlock {
+		// encodeByteGrouped stores planes this short raw.
+		return Raw, st, dst
+	}
 	est := float64(len(src) - n*e)
 	for p := range e {
 		if st.bits[p] <= candidateBits {
@@ -234,16 +267,19 @@ func Decode(id ID, dst, src []byte, rawLen int) ([]byte, error) {
 		}
 		return append(dst[:0], src...), nil
 	}
-	if cap(dst) < rawLen {
-		dst = make([]byte, rawLen)
-	}
-	dst = dst[:rawLen]
 	if rawLen == 0 {
 		if len(src) != 0 {
 			return nil, corrupt("data for an empty chunk")
 		}
-		return dst, nil
+		return dst[:0], nil
 	}
+	if err := precheck(id, src, rawLen); err != nil {
+		return nil, err
+	}
+	if cap(dst) < rawLen {
+		dst = make([]byte, rawLen)
+	}
+	dst = dst[:rawLen]
 	var err error
 	switch id {
 	case Zstd:

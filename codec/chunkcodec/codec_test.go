@@ -2,11 +2,13 @@ package chunkcodec
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
 	"testing"
 
+	"github.com/klauspost/compress/fse"
 	"github.com/klauspost/compress/huff0"
 )
 
@@ -211,9 +213,15 @@ func TestHuff0Compatible(t *testing.T) {
 			ht.encTable(&et)
 			var dt decTable
 			ht.decTable(&dt)
-			for _, m := range []int{minHuffBlock, 1000, 4096 + 3, len(p)} {
+			var pt pairTable
+			et.fillPairs(&pt)
+			for i, m := range []int{minHuffBlock, 1000, 4096 + 3, len(p), minHuffBlock + 1, 1001, 4096 + 2, len(p) - 1} {
 				blk := p[:m]
-				code := encode4X(nil, blk, &et)
+				pairs := &pt
+				if i >= 4 {
+					pairs = nil
+				}
+				code := encode4X(nil, blk, &et, pairs)
 				s, rest, err := huff0.ReadTable(table, nil)
 				if err != nil || len(rest) != 0 {
 					t.Fatalf("huff0 rejects our table: %v (%d left)", err, len(rest))
@@ -412,5 +420,113 @@ func TestPlanes(t *testing.T) {
 	split2([]byte{0x80, 0xbf}, lo, hi, true)
 	if hi[0] != 0x7f || lo[0] != 1 {
 		t.Fatalf("bf16 -1.0 split to %#x %#x", hi[0], lo[0])
+	}
+}
+
+func TestHistogramPairs(t *testing.T) {
+	var tab [1 << 16]uint32
+	for _, n := range []int{0, 1, 7, 8, 9, 1000, 1<<18 + 5} {
+		b := f8Data(uint64(n), n, 0.02)
+		var want, got [256]uint32
+		for _, v := range b {
+			want[v]++
+		}
+		histogramPairs(&got, &tab, b)
+		if got != want {
+			t.Fatalf("n=%d: histogramPairs differs", n)
+		}
+		got = [256]uint32{}
+		histogram(&got, b)
+		if got != want {
+			t.Fatalf("n=%d: histogram differs", n)
+		}
+	}
+}
+
+// frameModes returns the plane modes of a ByteGrouped frame and, for coded
+// planes, the modes of their blocks.
+func frameModes(t *testing.T, f []byte) (planes []byte, blocks [][]byte) {
+	t.Helper()
+	e := int(f[1])
+	rawLen, k := binary.Uvarint(f[4:])
+	pos := 4 + k
+	n := int(rawLen) / e
+	var lens []int
+	for p := 0; p < e; p++ {
+		d := f[pos+p*descSize:]
+		planes = append(planes, d[0])
+		lens = append(lens, int(binary.LittleEndian.Uint32(d[1:])))
+	}
+	pos += descSize * e
+	for _, m := range planes {
+		if m == planeRaw {
+			pos += n
+		}
+	}
+	blocks = make([][]byte, e)
+	for p, m := range planes {
+		if m != planeCoded {
+			continue
+		}
+		c, end := pos, pos+lens[p]
+		if f[c] == 1 {
+			var ht huffTable
+			var fs fse.Scratch
+			used, err := parseTable(&ht, f[c+1:end], &fs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c += used
+		}
+		c++
+		for j := 0; j < n; j += 1 << f[3] {
+			m := min(1<<f[3], n-j)
+			blocks[p] = append(blocks[p], f[c])
+			switch f[c] {
+			case blockRaw:
+				c += 1 + m
+			case blockConst:
+				c += 2
+			default:
+				c += blockHdrLen + uint24(f[c+1:])
+			}
+		}
+		if c != end {
+			t.Fatalf("plane %d: blocks end at %d, want %d", p, c, end)
+		}
+		pos = end
+	}
+	return planes, blocks
+}
+
+func TestFrameModes(t *testing.T) {
+	const n = 200_000
+	for _, tc := range []struct {
+		name   string
+		data   []byte
+		hint   Hint
+		planes []byte
+		block  byte // mode of the coded planes' first block
+	}{
+		{"bf16", bf16Data(1, n, 0.02), Hint{2, true}, []byte{planeRaw, planeCoded}, blockHuff},
+		{"f32", f32Data(2, n, 0.02), Hint{4, true}, []byte{planeRaw, planeRaw, planeRaw, planeCoded}, blockHuff},
+		{"f32-from-bf16", f32FromBF16(3, n, 0.02), Hint{4, true}, []byte{planeConst, planeConst, planeRaw, planeCoded}, blockHuff},
+		{"f32-sparse", sparse(f32Data(4, n, 1), 4, 30), Hint{4, true}, []byte{planeCoded, planeCoded, planeCoded, planeCoded}, blockZstd},
+		{"zeros", make([]byte, 2*n), Hint{2, true}, []byte{planeConst, planeConst}, 0},
+		{"random", randomBytes(5, 2*n), Hint{2, true}, []byte{planeRaw, planeRaw}, 0},
+	} {
+		f, err := EncodeWith(ByteGrouped, nil, tc.data, tc.hint)
+		if err != nil {
+			t.Fatal(err)
+		}
+		planes, blocks := frameModes(t, f)
+		if !bytes.Equal(planes, tc.planes) {
+			t.Errorf("%s: plane modes %v, want %v", tc.name, planes, tc.planes)
+		}
+		for p, b := range blocks {
+			if len(b) > 0 && b[0] != tc.block {
+				t.Errorf("%s: plane %d blocks %v, want first %d", tc.name, p, b, tc.block)
+			}
+		}
 	}
 }

@@ -55,16 +55,16 @@ func split2(src, lo, hi []byte, rotate bool) {
 			a := binary.LittleEndian.Uint64(s)
 			b := binary.LittleEndian.Uint64(s[8:])
 			h, l := rotl1((a>>8)&m8|b&^m8, a&m8|(b&m8)<<8)
-			binary.LittleEndian.PutUint64(lo[i:], l)
-			binary.LittleEndian.PutUint64(hi[i:], h)
+			put64(lo, i, l)
+			put64(hi, i, h)
 		}
 	} else {
 		for ; i+8 <= n; i += 8 {
 			s := src[2*i : 2*i+16 : 2*i+16]
 			a := binary.LittleEndian.Uint64(s)
 			b := binary.LittleEndian.Uint64(s[8:])
-			binary.LittleEndian.PutUint64(lo[i:], a&m8|(b&m8)<<8)
-			binary.LittleEndian.PutUint64(hi[i:], (a>>8)&m8|b&^m8)
+			put64(lo, i, a&m8|(b&m8)<<8)
+			put64(hi, i, (a>>8)&m8|b&^m8)
 		}
 	}
 	for ; i < n; i++ {
@@ -83,15 +83,15 @@ func merge2(dst, lo, hi []byte, rotate bool) {
 	i := 0
 	if rotate {
 		for ; i+8 <= n; i += 8 {
-			h, l := rotr1(binary.LittleEndian.Uint64(hi[i:]), binary.LittleEndian.Uint64(lo[i:]))
+			h, l := rotr1(le64(hi, i), le64(lo, i))
 			d := dst[2*i : 2*i+16 : 2*i+16]
 			binary.LittleEndian.PutUint64(d, l&m8|(h&m8)<<8)
 			binary.LittleEndian.PutUint64(d[8:], (l>>8)&m8|h&^m8)
 		}
 	} else {
 		for ; i+8 <= n; i += 8 {
-			l := binary.LittleEndian.Uint64(lo[i:])
-			h := binary.LittleEndian.Uint64(hi[i:])
+			l := le64(lo, i)
+			h := le64(hi, i)
 			d := dst[2*i : 2*i+16 : 2*i+16]
 			binary.LittleEndian.PutUint64(d, l&m8|(h&m8)<<8)
 			binary.LittleEndian.PutUint64(d[8:], (l>>8)&m8|h&^m8)
@@ -126,10 +126,10 @@ func split4(src []byte, p *[8][]byte, rotate bool) {
 		if rotate {
 			q3, q2 = rotl1(q3, q2)
 		}
-		binary.LittleEndian.PutUint64(p0[i:], q0)
-		binary.LittleEndian.PutUint64(p1[i:], q1)
-		binary.LittleEndian.PutUint64(p2[i:], q2)
-		binary.LittleEndian.PutUint64(p3[i:], q3)
+		put64(p0, i, q0)
+		put64(p1, i, q1)
+		put64(p2, i, q2)
+		put64(p3, i, q3)
 	}
 	for ; i < n; i++ {
 		v := binary.LittleEndian.Uint32(src[4*i:])
@@ -147,10 +147,10 @@ func merge4(dst []byte, p *[8][]byte, rotate bool) {
 	p1, p2, p3 = p1[:n], p2[:n], p3[:n]
 	i := 0
 	for ; i+8 <= n; i += 8 {
-		q0 := binary.LittleEndian.Uint64(p0[i:])
-		q1 := binary.LittleEndian.Uint64(p1[i:])
-		q2 := binary.LittleEndian.Uint64(p2[i:])
-		q3 := binary.LittleEndian.Uint64(p3[i:])
+		q0 := le64(p0, i)
+		q1 := le64(p1, i)
+		q2 := le64(p2, i)
+		q3 := le64(p3, i)
 		if rotate {
 			q3, q2 = rotr1(q3, q2)
 		}
@@ -229,6 +229,45 @@ func mergePlanes(dst []byte, e int, p *[8][]byte, rotate bool) {
 	}
 }
 
+// count4 counts the bytes of w, one table each. Shifting one register
+// keeps a single value live (extracting each byte from a uint64 directly
+// made Go spill the extracted indexes), and four bytes keep it within Go's
+// inlining budget.
+func count4(t *[4][256]uint32, w uint32) {
+	t[0][uint8(w)]++
+	w >>= 8
+	t[1][uint8(w)]++
+	w >>= 8
+	t[2][uint8(w)]++
+	t[3][uint8(w>>8)]++
+}
+
+// minPairHistogram is the smallest plane histogramPairs is used for: below
+// it, clearing and folding its 64 Ki counters costs more than it saves.
+const minPairHistogram = 1 << 18
+
+// histogramPairs adds the byte counts of b to h by counting pairs of bytes
+// in t, which halves the increments, and then folding t. It measured 20 %
+// faster than histogram on an exponent plane of 2 MiB.
+func histogramPairs(h *[256]uint32, t *[1 << 16]uint32, b []byte) {
+	clear(t[:])
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		w := le64(b, i)
+		t[uint16(w)]++
+		t[uint16(w>>16)]++
+		t[uint16(w>>32)]++
+		t[uint16(w>>48)]++
+	}
+	for _, v := range b[i:] {
+		h[v]++
+	}
+	for p, c := range t {
+		h[p&0xff] += c
+		h[p>>8] += c
+	}
+}
+
 // histogram adds the byte counts of b to h. Eight tables break the chain
 // of increments to the same counter that skewed data (an exponent plane has
 // a few very common values) would otherwise serialize on.
@@ -236,15 +275,9 @@ func histogram(h *[256]uint32, b []byte) {
 	var t [8][256]uint32
 	i := 0
 	for ; i+8 <= len(b); i += 8 {
-		w := binary.LittleEndian.Uint64(b[i:])
-		t[0][uint8(w)]++
-		t[1][uint8(w>>8)]++
-		t[2][uint8(w>>16)]++
-		t[3][uint8(w>>24)]++
-		t[4][uint8(w>>32)]++
-		t[5][uint8(w>>40)]++
-		t[6][uint8(w>>48)]++
-		t[7][uint8(w>>56)]++
+		w := le64(b, i)
+		count4((*[4][256]uint32)(t[:4]), uint32(w))
+		count4((*[4][256]uint32)(t[4:]), uint32(w>>32))
 	}
 	for _, v := range b[i:] {
 		t[0][v]++
