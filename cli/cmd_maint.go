@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -62,6 +63,18 @@ func printStats(e *env, st *store.Stats) {
 		stage("entropy coding", st.AfterDelta, st.AfterCompression),
 		{"physical (packs)", humanBytes(st.PhysicalBytes), "", percent(st.PhysicalBytes, st.LogicalBytes)},
 	})
+	fmt.Fprintln(e.stdout)
+	dts := make([]string, 0, len(st.DTypes))
+	for dt := range st.DTypes {
+		dts = append(dts, dt)
+	}
+	sort.Strings(dts)
+	rows = rows[:0]
+	for _, dt := range dts {
+		d := st.DTypes[dt]
+		rows = append(rows, []string{dt, humanBytes(d.RawBytes), humanBytes(d.StoredBytes), fmt.Sprintf("%.3f", d.Ratio)})
+	}
+	e.table([]string{"DTYPE", "TENSOR DATA", "STORED", "RATIO"}, rows)
 	fmt.Fprintf(e.stdout, "\n%d refs, %d distinct files, %d tensors, %d chunks in %d packs; saving %.1f%%\n",
 		st.Refs, st.Files, st.Tensors, st.Chunks, st.Packs, 100*st.Saving)
 }

@@ -80,6 +80,7 @@ func RunDemo(ctx context.Context, dir string, out io.Writer, human bool) (*DemoR
 		{"demo/qwen3-reshard", filepath.Join(models, "qwen3-demo-reshard"), "same tensors in 3 shards"},
 		{"demo/qwen3-tuned", filepath.Join(models, "qwen3-demo-tuned"), "full fine-tune, frozen embeddings"},
 		{"demo/qwen3-copy", filepath.Join(models, "qwen3-demo-copy"), "byte-identical copy of the base"},
+		{"demo/qwen3-fp8", filepath.Join(models, "qwen3-demo-fp8"), "FP8 E4M3 block-128 quantization"},
 	}
 	say("Generating a Qwen3-architecture family (%s per model) in %s ...", humanBytes(cfg.ParamBytes()), models)
 	if err := modelgen.WriteBase(base, cfg, modelgen.Options{Seed: 1, Shards: 2}); err != nil {
@@ -92,6 +93,9 @@ func RunDemo(ctx context.Context, dir string, out io.Writer, human bool) (*DemoR
 		return nil, err
 	}
 	if err := modelgen.CopyDir(base, family[3].dir); err != nil {
+		return nil, err
+	}
+	if err := modelgen.WriteFP8Block(base, family[4].dir); err != nil {
 		return nil, err
 	}
 

@@ -17,22 +17,31 @@ import (
 //	after compression   every chunk as stored (entropy coding of the rest)
 //	physical     pack files on disk (framing, metadata objects, history and garbage included)
 type Stats struct {
-	Refs              int              `json:"refs"`
-	LogicalBytes      int64            `json:"logical_bytes"`
-	AfterFileDedup    int64            `json:"after_file_dedup_bytes"`
-	AfterTensorDedup  int64            `json:"after_tensor_dedup_bytes"`
-	AfterChunkDedup   int64            `json:"after_chunk_dedup_bytes"`
-	AfterDelta        int64            `json:"after_delta_bytes"`
-	DeltaChunks       int              `json:"delta_chunks"`
-	AfterCompression  int64            `json:"after_compression_bytes"`
-	PhysicalBytes     int64            `json:"physical_bytes"`
-	Files             int              `json:"distinct_files"`
-	Tensors           int              `json:"distinct_tensors"`
-	Chunks            int              `json:"distinct_chunks"`
-	Packs             int              `json:"packs"`
-	Saving            float64          `json:"saving"` // 1 − physical/logical
-	Models            []ModelStat      `json:"models"`
-	CompressionCodecs map[string]int64 `json:"stored_bytes_by_codec"`
+	Refs             int         `json:"refs"`
+	LogicalBytes     int64       `json:"logical_bytes"`
+	AfterFileDedup   int64       `json:"after_file_dedup_bytes"`
+	AfterTensorDedup int64       `json:"after_tensor_dedup_bytes"`
+	AfterChunkDedup  int64       `json:"after_chunk_dedup_bytes"`
+	AfterDelta       int64       `json:"after_delta_bytes"`
+	DeltaChunks      int         `json:"delta_chunks"`
+	AfterCompression int64       `json:"after_compression_bytes"`
+	PhysicalBytes    int64       `json:"physical_bytes"`
+	Files            int         `json:"distinct_files"`
+	Tensors          int         `json:"distinct_tensors"`
+	Chunks           int         `json:"distinct_chunks"`
+	Packs            int         `json:"packs"`
+	Saving           float64     `json:"saving"` // 1 − physical/logical
+	Models           []ModelStat `json:"models"`
+	// DTypes: raw and stored bytes of the distinct tensor chunks of each dtype.
+	DTypes            map[string]*DTypeStat `json:"dtypes"`
+	CompressionCodecs map[string]int64      `json:"stored_bytes_by_codec"`
+}
+
+// DTypeStat is the storage of one dtype's tensor data.
+type DTypeStat struct {
+	RawBytes    int64   `json:"raw_bytes"`
+	StoredBytes int64   `json:"stored_bytes"`
+	Ratio       float64 `json:"ratio"`
 }
 
 // ModelStat is one ref's share.
@@ -76,7 +85,8 @@ func (s *Store) Stats(only []RefName) (*Stats, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &Stats{Refs: len(refs), Models: []ModelStat{}, CompressionCodecs: map[string]int64{}}
+	st := &Stats{Refs: len(refs), Models: []ModelStat{}, CompressionCodecs: map[string]int64{}, DTypes: map[string]*DTypeStat{}}
+	chunkDType := map[ID]string{}
 	seenFiles := map[ID]bool{}
 	seenTensors := map[ID]bool{}
 	chunkRaw := map[ID]uint64{}
@@ -123,6 +133,11 @@ func (s *Store) Stats(only []RefName) (*Stats, error) {
 				if !seenTensors[ft.Tensor] {
 					seenTensors[ft.Tensor] = true
 					st.AfterTensorDedup += int64(t.Size)
+					for _, c := range t.Chunks {
+						if _, ok := chunkDType[c.ID]; !ok {
+							chunkDType[c.ID] = t.DType
+						}
+					}
 				}
 				chunks = append(chunks, t.Chunks...)
 			}
@@ -195,6 +210,20 @@ func (s *Store) Stats(only []RefName) (*Stats, error) {
 			entropySaved += raw - int64(loc.StoredLen)
 		}
 		st.CompressionCodecs[codecName(loc.Codec)] += int64(loc.StoredLen)
+		if dt, ok := chunkDType[id]; ok {
+			d := st.DTypes[dt]
+			if d == nil {
+				d = &DTypeStat{}
+				st.DTypes[dt] = d
+			}
+			d.RawBytes += raw
+			d.StoredBytes += int64(loc.StoredLen)
+		}
+	}
+	for _, d := range st.DTypes {
+		if d.RawBytes > 0 {
+			d.Ratio = float64(d.StoredBytes) / float64(d.RawBytes)
+		}
 	}
 	var extraRaw int64
 	for _, bl := range extraBases {
