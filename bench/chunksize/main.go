@@ -5,7 +5,8 @@
 //
 // For each chunk size it imports a generated BF16 model into a fresh store, exports
 // it, then imports a variant whose last 2 % of embedding rows changed (new tokens
-// trained), and reports what that variant added.
+// trained), without delta coding, and reports what that variant added: the dedup
+// granularity.
 package main
 
 import (
@@ -56,7 +57,7 @@ func main() {
 		check(err)
 		exp := time.Since(start).Seconds()
 		vref, _ := store.ParseRef("bench/variant")
-		vres, err := s.Import(context.Background(), variant, store.ImportOptions{Ref: vref})
+		vres, err := s.Import(context.Background(), variant, store.ImportOptions{Ref: vref, NoDelta: true})
 		check(err)
 		fmt.Printf("| %s | %.0f | %.0f | %.3f | %d | %s |\n", human(int64(n)), float64(logical)/imp/1e6, float64(logical)/exp/1e6,
 			float64(res.Stats.PackBytes)/float64(logical), res.Stats.Chunks, human(vres.Stats.PackBytes))

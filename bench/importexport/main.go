@@ -5,7 +5,10 @@
 //
 // Every command runs as a child process; peak RSS is the child's ru_maxrss. The page
 // cache is warm for every contender (the source was just written or read), so the
-// numbers compare CPU and write paths, not the disk's read speed.
+// numbers compare CPU and write paths, not the disk's read speed. Each step starts
+// after an untimed sync; "+ sync" steps include flushing their own writes. heft
+// import always fsyncs its packs (durability), so "cp -r + sync" is its like-for-like
+// peer, and plain "cp -r" the stricter one.
 package main
 
 import (
@@ -84,6 +87,11 @@ func main() {
 }
 
 func runCmd(env []string, name string, args ...string) (run, error) {
+	// Start every step with no dirty pages left by the one before, so that a
+	// step's own writeback is what its "+ sync" variant measures.
+	if err := exec.Command("sync").Run(); err != nil {
+		return run{}, fmt.Errorf("sync: %w", err)
+	}
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = env
 	cmd.Stderr = os.Stderr

