@@ -200,3 +200,20 @@ func Main(args []string, stdout, stderr io.Writer) int {
 type silentExit struct{ code int }
 
 func (s silentExit) Error() string { return fmt.Sprintf("exit %d", s.code) }
+
+// withStore adapts a command body that needs the store: it checks the number of
+// arguments (nargs < 0: any), opens the store and closes it afterwards.
+func withStore(nargs int, usage string, body func(c *cli.Context, e *env, s *store.Store) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		e := getEnv(c)
+		if nargs >= 0 && c.NArg() != nargs {
+			return usagef("%s", usage)
+		}
+		s, err := e.open()
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		return body(c, e, s)
+	}
+}

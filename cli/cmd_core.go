@@ -103,16 +103,7 @@ func cmdExport() *cli.Command {
 		Usage:     "write a model directory byte-identical to what was imported",
 		ArgsUsage: "REF DEST",
 		Flags:     commonFlags(),
-		Action: func(c *cli.Context) error {
-			e := getEnv(c)
-			if c.NArg() != 2 {
-				return usagef("export takes REF and DEST")
-			}
-			s, err := e.open()
-			if err != nil {
-				return err
-			}
-			defer s.Close()
+		Action: withStore(2, "export takes REF and DEST", func(c *cli.Context, e *env, s *store.Store) error {
 			progress, done := e.bar("export")
 			start := time.Now()
 			res, err := s.Export(c.Context, c.Args().Get(0), c.Args().Get(1), progress)
@@ -125,7 +116,7 @@ func cmdExport() *cli.Command {
 			}
 			fmt.Fprintf(e.stdout, "exported %s: %d files, %s to %s in %.1fs\n", res.Commit.Short(), res.Files, humanBytes(res.Bytes), c.Args().Get(1), time.Since(start).Seconds())
 			return nil
-		},
+		}),
 	}
 }
 
@@ -143,13 +134,7 @@ func cmdLs() *cli.Command {
 		Name:  "ls",
 		Usage: "list refs with commit, logical size, files and tensors",
 		Flags: commonFlags(),
-		Action: func(c *cli.Context) error {
-			e := getEnv(c)
-			s, err := e.open()
-			if err != nil {
-				return err
-			}
-			defer s.Close()
+		Action: withStore(-1, "", func(c *cli.Context, e *env, s *store.Store) error {
 			st, err := s.Stats(nil)
 			if err != nil {
 				return err
@@ -167,7 +152,7 @@ func cmdLs() *cli.Command {
 			}
 			e.table([]string{"REF", "COMMIT", "SIZE", "FILES", "TENSORS"}, rows)
 			return nil
-		},
+		}),
 	}
 }
 
@@ -177,16 +162,7 @@ func cmdLog() *cli.Command {
 		Usage:     "history of a ref, newest first, with provenance",
 		ArgsUsage: "REF",
 		Flags:     commonFlags(&cli.IntFlag{Name: "max-count", Aliases: []string{"n"}, Usage: "show at most N commits"}),
-		Action: func(c *cli.Context) error {
-			e := getEnv(c)
-			if c.NArg() != 1 {
-				return usagef("log takes one REF")
-			}
-			s, err := e.open()
-			if err != nil {
-				return err
-			}
-			defer s.Close()
+		Action: withStore(1, "log takes one REF", func(c *cli.Context, e *env, s *store.Store) error {
 			entries, err := s.Log(c.Args().First(), c.Int("max-count"))
 			if err != nil {
 				return err
@@ -219,7 +195,7 @@ func cmdLog() *cli.Command {
 				fmt.Fprintln(e.stdout)
 			}
 			return nil
-		},
+		}),
 	}
 }
 
@@ -229,16 +205,7 @@ func cmdShow() *cli.Command {
 		Usage:     "files and tensors of a commit: dtype, shape, bytes, how stored, which models share it",
 		ArgsUsage: "REF",
 		Flags:     commonFlags(),
-		Action: func(c *cli.Context) error {
-			e := getEnv(c)
-			if c.NArg() != 1 {
-				return usagef("show takes one REF")
-			}
-			s, err := e.open()
-			if err != nil {
-				return err
-			}
-			defer s.Close()
+		Action: withStore(1, "show takes one REF", func(c *cli.Context, e *env, s *store.Store) error {
 			res, err := s.Show(c.Args().First())
 			if err != nil {
 				return err
@@ -263,7 +230,7 @@ func cmdShow() *cli.Command {
 			}
 			e.table([]string{"TENSOR", "DTYPE", "SHAPE", "BYTES", "STORED", "HOW", "SHARED WITH"}, rows)
 			return nil
-		},
+		}),
 	}
 }
 
@@ -273,16 +240,7 @@ func cmdDiff() *cli.Command {
 		Usage:     "tensor-level difference: identical, changed (relative L2), added, removed; bytes shared",
 		ArgsUsage: "REF1 REF2",
 		Flags:     commonFlags(),
-		Action: func(c *cli.Context) error {
-			e := getEnv(c)
-			if c.NArg() != 2 {
-				return usagef("diff takes REF1 and REF2")
-			}
-			s, err := e.open()
-			if err != nil {
-				return err
-			}
-			defer s.Close()
+		Action: withStore(2, "diff takes REF1 and REF2", func(c *cli.Context, e *env, s *store.Store) error {
 			d, err := s.Diff(c.Args().Get(0), c.Args().Get(1))
 			if err != nil {
 				return err
@@ -309,7 +267,7 @@ func cmdDiff() *cli.Command {
 			fmt.Fprintf(e.stdout, "%d identical, %d changed, %d added, %d removed; %s of %s shared\n",
 				len(d.Identical), len(d.Changed), len(d.Added), len(d.Removed), humanBytes(int64(d.SharedBytes)), humanBytes(int64(d.BytesB)))
 			return nil
-		},
+		}),
 	}
 }
 
@@ -319,16 +277,7 @@ func cmdTag() *cli.Command {
 		Usage:     "create ref NAME[:TAG] pointing at REF's commit",
 		ArgsUsage: "REF NAME[:TAG]",
 		Flags:     commonFlags(),
-		Action: func(c *cli.Context) error {
-			e := getEnv(c)
-			if c.NArg() != 2 {
-				return usagef("tag takes REF and NAME[:TAG]")
-			}
-			s, err := e.open()
-			if err != nil {
-				return err
-			}
-			defer s.Close()
+		Action: withStore(2, "tag takes REF and NAME[:TAG]", func(c *cli.Context, e *env, s *store.Store) error {
 			id, err := s.Resolve(c.Args().Get(0))
 			if err != nil {
 				return err
@@ -348,7 +297,7 @@ func cmdTag() *cli.Command {
 			}
 			fmt.Fprintf(e.stdout, "%s -> %s\n", ref, id.Short())
 			return nil
-		},
+		}),
 	}
 }
 

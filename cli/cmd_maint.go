@@ -84,13 +84,7 @@ func cmdVerify() *cli.Command {
 		Name:  "verify",
 		Usage: "check every structure; --read-data re-reads and re-hashes all stored bytes (exit 3 on damage)",
 		Flags: commonFlags(&cli.BoolFlag{Name: "read-data", Usage: "read, decode and hash every stored object"}),
-		Action: func(c *cli.Context) error {
-			e := getEnv(c)
-			s, err := e.open()
-			if err != nil {
-				return err
-			}
-			defer s.Close()
+		Action: withStore(-1, "", func(c *cli.Context, e *env, s *store.Store) error {
 			progress, done := e.bar("verify")
 			res, err := s.Verify(c.Context, store.VerifyOptions{ReadData: c.Bool("read-data"), Progress: progress})
 			done()
@@ -131,7 +125,7 @@ func cmdVerify() *cli.Command {
 				return silentExit{ExitIntegrity}
 			}
 			return nil
-		},
+		}),
 	}
 }
 
@@ -143,13 +137,7 @@ func cmdGC() *cli.Command {
 			&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "report what would be removed"},
 			&cli.DurationFlag{Name: "grace", Value: store.DefaultGrace, Usage: "keep packs and temp files modified within this duration (0 for none)"},
 		),
-		Action: func(c *cli.Context) error {
-			e := getEnv(c)
-			s, err := e.open()
-			if err != nil {
-				return err
-			}
-			defer s.Close()
+		Action: withStore(-1, "", func(c *cli.Context, e *env, s *store.Store) error {
 			grace := c.Duration("grace")
 			if grace == 0 {
 				grace = -1 // the flag's 0 means no grace at all
@@ -169,7 +157,7 @@ func cmdGC() *cli.Command {
 				verb, humanBytes(res.BytesFreed), res.PacksDeleted, res.PacksRewritten, res.OrphanPacks, res.TempFiles, res.PacksKept, res.ProtectedByAge)
 			fmt.Fprintf(e.stdout, "physical: %s -> %s\n", humanBytes(res.PhysicalBefore), humanBytes(res.PhysicalAfter))
 			return nil
-		},
+		}),
 	}
 }
 
@@ -181,13 +169,7 @@ func cmdRepair() *cli.Command {
 			Name:  "index",
 			Usage: "rebuild the index from the pack files",
 			Flags: commonFlags(),
-			Action: func(c *cli.Context) error {
-				e := getEnv(c)
-				s, err := e.open()
-				if err != nil {
-					return err
-				}
-				defer s.Close()
+			Action: withStore(0, "repair index takes no arguments", func(c *cli.Context, e *env, s *store.Store) error {
 				res, err := s.RepairIndex()
 				if err != nil {
 					return err
@@ -200,7 +182,7 @@ func cmdRepair() *cli.Command {
 					fmt.Fprintf(e.stdout, "damaged pack: %s\n", d)
 				}
 				return nil
-			},
+			}),
 		}},
 	}
 }

@@ -104,25 +104,13 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (*GCResult, error) {
 	usage := map[ID]*packUsage{}
 	missingLive := 0
 	err = s.idx.view(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketPacks).ForEach(func(k, v []byte) error {
-			var id ID
-			copy(id[:], k)
-			rec, err := decodePackRecord(id, v)
-			if err != nil {
-				return err
-			}
+		if err := forEachPack(tx, func(id ID, rec packRecord) error {
 			usage[id] = &packUsage{id: id, rec: rec, live: map[ID]Location{}}
 			return nil
 		}); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketObjects).ForEach(func(k, v []byte) error {
-			var id ID
-			copy(id[:], k)
-			loc, err := decodeLocation(id, v)
-			if err != nil {
-				return err
-			}
+		return forEachObject(tx, func(id ID, loc Location) error {
 			u := usage[loc.Pack]
 			if u == nil {
 				if _, ok := live[id]; ok {
@@ -385,8 +373,8 @@ func (s *Store) forgetPackFile(id ID) {
 func (s *Store) sweepUnindexed(cutoff time.Time, dryRun bool, res *GCResult) error {
 	indexed := map[ID]bool{}
 	err := s.idx.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketPacks).ForEach(func(k, _ []byte) error {
-			indexed[ID(k)] = true
+		return forEachPack(tx, func(id ID, _ packRecord) error {
+			indexed[id] = true
 			return nil
 		})
 	})

@@ -252,3 +252,27 @@ func (ix *index) addPack(packID ID, rec packRecord, entries map[ID]Location) err
 		return tx.Bucket(bucketPacks).Put(packID[:], rec.encode())
 	})
 }
+
+// forEachPack calls fn for every pack record, checking each record's checksum.
+func forEachPack(tx *bolt.Tx, fn func(id ID, rec packRecord) error) error {
+	return tx.Bucket(bucketPacks).ForEach(func(k, v []byte) error {
+		id := ID(k)
+		rec, err := decodePackRecord(id, v)
+		if err != nil {
+			return err
+		}
+		return fn(id, rec)
+	})
+}
+
+// forEachObject calls fn for every object location, checking each record's checksum.
+func forEachObject(tx *bolt.Tx, fn func(id ID, loc Location) error) error {
+	return tx.Bucket(bucketObjects).ForEach(func(k, v []byte) error {
+		id := ID(k)
+		loc, err := decodeLocation(id, v)
+		if err != nil {
+			return err
+		}
+		return fn(id, loc)
+	})
+}

@@ -69,25 +69,13 @@ func (s *Store) Verify(ctx context.Context, opts VerifyOptions) (*VerifyResult, 
 	byPack := map[ID][]Location{}
 	locIDs := map[ID][]ID{}
 	err = s.idx.view(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketPacks).ForEach(func(k, v []byte) error {
-			var id ID
-			copy(id[:], k)
-			rec, err := decodePackRecord(id, v)
-			if err != nil {
-				return err
-			}
+		if err := forEachPack(tx, func(id ID, rec packRecord) error {
 			packs[id] = rec
 			return nil
 		}); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketObjects).ForEach(func(k, v []byte) error {
-			var id ID
-			copy(id[:], k)
-			loc, err := decodeLocation(id, v)
-			if err != nil {
-				return err
-			}
+		return forEachObject(tx, func(id ID, loc Location) error {
 			byPack[loc.Pack] = append(byPack[loc.Pack], loc)
 			locIDs[loc.Pack] = append(locIDs[loc.Pack], id)
 			res.Objects++
