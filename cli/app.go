@@ -60,7 +60,7 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 		ExitErrHandler:        func(*cli.Context, error) {}, // Main maps errors to exit codes
 		Commands: []*cli.Command{
 			cmdInit(), cmdImport(), cmdExport(), cmdLs(), cmdLog(), cmdShow(), cmdDiff(),
-			cmdTag(), cmdRm(), cmdStats(), cmdVerify(), cmdGC(), cmdRepair(), cmdDemo(),
+			cmdTag(), cmdRm(), cmdStats(), cmdVerify(), cmdGC(), cmdRepair(), cmdServe(), cmdDemo(),
 		},
 	}
 	return app

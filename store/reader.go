@@ -1,0 +1,146 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+)
+
+// FileReader reads one stored file at any offset without staging it: a read maps to
+// the chunks it touches, each decoded and verified as it is read. The last decoded
+// chunk is kept, so sequential reads in pieces smaller than a chunk decode each
+// chunk once. Safe for concurrent use.
+type FileReader struct {
+	s      *Store
+	size   int64
+	layout []placedChunk
+	locs   map[ID]Location
+
+	mu      sync.Mutex
+	cacheAt int    // +checklocks:mu: index in layout of the cached chunk, -1 for none
+	cache   []byte // +checklocks:mu
+}
+
+// OpenFile opens a file object for reading.
+func (s *Store) OpenFile(id ID) (*FileReader, error) {
+	f, err := s.LoadFile(id)
+	if err != nil {
+		return nil, err
+	}
+	layout, err := s.fileLayout(f)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]ID, len(layout))
+	for i, p := range layout {
+		ids[i] = p.chunk.ID
+	}
+	locs, err := s.idx.lookup(ids)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range layout {
+		if loc, ok := locs[p.chunk.ID]; !ok || loc.RawLen != p.chunk.Size {
+			return nil, &IntegrityError{ID: p.chunk.ID, Kind: KindChunk, Reason: "chunk is missing from the index or has the wrong size"}
+		}
+	}
+	return &FileReader{s: s, size: int64(f.Size), layout: layout, locs: locs, cacheAt: -1}, nil
+}
+
+// Size is the file's length in bytes.
+func (r *FileReader) Size() int64 { return r.size }
+
+// Close releases the cached chunk.
+func (r *FileReader) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cache, r.cacheAt = nil, -1
+	return nil
+}
+
+// ReadAt implements io.ReaderAt.
+func (r *FileReader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, errors.New("negative offset")
+	}
+	if off >= r.size {
+		return 0, io.EOF
+	}
+	// The first chunk that ends after off.
+	i := sort.Search(len(r.layout), func(i int) bool {
+		return r.layout[i].off+int64(r.layout[i].chunk.Size) > off
+	})
+	n := 0
+	for n < len(p) && i < len(r.layout) && off < r.size {
+		pc := r.layout[i]
+		data, err := r.chunk(i)
+		if err != nil {
+			return n, fmt.Errorf("read at %d: %w", off, err)
+		}
+		c := copy(p[n:], data[off-pc.off:])
+		n += c
+		off += int64(c)
+		i++
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// chunk returns the decoded bytes of layout[i], from the cache when it holds them.
+// The returned slice must not be modified; it stays valid because a replaced cache
+// buffer is never reused.
+func (r *FileReader) chunk(i int) ([]byte, error) {
+	r.mu.Lock()
+	if r.cacheAt == i {
+		data := r.cache
+		r.mu.Unlock()
+		return data, nil
+	}
+	r.mu.Unlock()
+	pc := r.layout[i]
+	data, _, err := r.s.readLocated(pc.chunk.ID, r.locs[pc.chunk.ID], nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.cache, r.cacheAt = data, i
+	r.mu.Unlock()
+	return data, nil
+}
+
+// CommitFile is one file of a commit with its metadata.
+type CommitFile struct {
+	Path string
+	ID   ID
+	File *File
+}
+
+// CommitFiles lists the files of a commit with their metadata (no data is read).
+func (s *Store) CommitFiles(commit ID) ([]CommitFile, error) {
+	release, err := s.hold()
+	defer release()
+	if err != nil {
+		return nil, err
+	}
+	c, err := s.LoadCommit(commit)
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.LoadManifest(c.Manifest)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]CommitFile, 0, len(m.Files))
+	for _, e := range m.Files {
+		f, err := s.LoadFile(e.File)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", e.Path, err)
+		}
+		out = append(out, CommitFile{Path: e.Path, ID: e.File, File: f})
+	}
+	return out, nil
+}
