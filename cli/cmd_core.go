@@ -213,7 +213,14 @@ func cmdShow() *cli.Command {
 			if e.json {
 				return e.printJSON(res)
 			}
-			fmt.Fprintf(e.stdout, "commit %s  %s  %s\n\n", res.Commit, res.Info.Time, res.Info.Provenance.Op)
+			fmt.Fprintf(e.stdout, "commit %s  %s  %s\n", res.Commit, res.Info.Time, res.Info.Provenance.Op)
+			switch {
+			case res.Quantization != "":
+				fmt.Fprintf(e.stdout, "quantization: %s\n", res.Quantization)
+			case res.QuantError != "":
+				fmt.Fprintf(e.stdout, "quantization: unrecognized (%s)\n", res.QuantError)
+			}
+			fmt.Fprintln(e.stdout)
 			var rows [][]string
 			for _, f := range res.Files {
 				rows = append(rows, []string{f.Path, f.Format, humanBytes(int64(f.Size)), fmt.Sprint(f.Tensors), f.SHA256[:16]})

@@ -3,10 +3,14 @@ package store
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math"
+	"path"
 	"sort"
 
 	"github.com/heft-dev/heft/codec/chunkcodec"
+	"github.com/heft-dev/heft/codec/quant"
+	"github.com/heft-dev/heft/codec/safetensors"
 )
 
 func codecName(c uint8) string {
@@ -81,10 +85,15 @@ type FileView struct {
 
 // ShowResult describes one commit.
 type ShowResult struct {
-	Commit  ID           `json:"commit"`
-	Info    *Commit      `json:"info"`
-	Files   []FileView   `json:"files"`
-	Tensors []TensorView `json:"tensors"`
+	Commit ID      `json:"commit"`
+	Info   *Commit `json:"info"`
+	// Quantization names the checkpoint's quantization format and how many Linear
+	// weights it quantizes ("" for a model that is not quantized); QuantError says
+	// why it could not be told.
+	Quantization string       `json:"quantization,omitempty"`
+	QuantError   string       `json:"quantization_error,omitempty"`
+	Files        []FileView   `json:"files"`
+	Tensors      []TensorView `json:"tensors"`
 }
 
 // headTensors maps every tensor ID reached by each ref's head commit to the refs.
@@ -209,7 +218,50 @@ func (s *Store) Show(ref string) (*ShowResult, error) {
 			res.Tensors = append(res.Tensors, tv)
 		}
 	}
+	res.Quantization, res.QuantError = s.describeQuantization(m, res.Tensors)
 	return res, nil
+}
+
+// quantSideFiles are the files besides config.json that name a quantization.
+var quantSideFiles = map[string]bool{"quanto_qmap.json": true, "quant_config.json": true, "quantize_config.json": true}
+
+// describeQuantization reads config.json and the quantization side files of a
+// manifest (small files, never tensor data) and describes the format.
+func (s *Store) describeQuantization(m *Manifest, tensors []TensorView) (string, string) {
+	var config []byte
+	extra := map[string][]byte{}
+	for _, e := range m.Files {
+		base := path.Base(e.Path)
+		if (base != "config.json" && !quantSideFiles[base]) || e.Size > 16<<20 {
+			continue
+		}
+		r, err := s.OpenFile(e.File)
+		if err != nil {
+			return "", err.Error()
+		}
+		data, err := io.ReadAll(io.NewSectionReader(r, 0, r.Size()))
+		r.Close()
+		if err != nil {
+			return "", err.Error()
+		}
+		if e.Path == "config.json" {
+			config = data
+		} else if quantSideFiles[base] {
+			extra[base] = data
+		}
+	}
+	infos := make([]safetensors.TensorInfo, 0, len(tensors))
+	for _, t := range tensors {
+		infos = append(infos, safetensors.TensorInfo{Name: t.Name, DType: safetensors.DType(t.DType), Shape: t.Shape, End: t.Bytes})
+	}
+	qm, err := quant.Detect(config, infos, extra)
+	if err != nil {
+		return "", err.Error()
+	}
+	if qm.Method == "" {
+		return "", ""
+	}
+	return qm.Describe(), ""
 }
 
 func describeCodecs(codecs map[string]bool) string {

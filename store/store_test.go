@@ -192,3 +192,28 @@ func TestRefNames(t *testing.T) {
 		}
 	}
 }
+
+func TestShowNamesQuantization(t *testing.T) {
+	s := TestStore(t, smallChunks)
+	root := t.TempDir()
+	base, fp8 := filepath.Join(root, "base"), filepath.Join(root, "fp8")
+	if err := modelgen.WriteBase(base, testCfg(), modelgen.Options{Seed: 1, Shards: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := modelgen.WriteFP8Block(base, fp8); err != nil {
+		t.Fatal(err)
+	}
+	importDir(t, s, base, "org/base")
+	importDir(t, s, fp8, "org/fp8")
+	sh, err := s.Show("org/fp8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(sh.Quantization, "FP8 block 128x128") || sh.QuantError != "" {
+		t.Fatalf("show fp8: quantization %q, error %q", sh.Quantization, sh.QuantError)
+	}
+	sh, err = s.Show("org/base")
+	if err != nil || sh.Quantization != "" || sh.QuantError != "" {
+		t.Fatalf("show base: %q %q %v", sh.Quantization, sh.QuantError, err)
+	}
+}
