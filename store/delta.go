@@ -149,7 +149,10 @@ func (sess *session) deltaBases(units []unit, missing []int) (map[ID]deltaBaseCh
 	return out, nil
 }
 
-var xorPool = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
+var (
+	xorPool       = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
+	decodeBufPool = sync.Pool{New: func() any { return &[2][]byte{} }}
+)
 
 // encodeDelta codes data as its XOR with the base chunk when that is smaller than
 // coding data alone. The caller accounts for the result.

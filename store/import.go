@@ -16,6 +16,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 
@@ -255,12 +256,16 @@ func ValidatePath(p string) error {
 }
 
 // progress reports bytes read across all files of one operation.
+// It is safe for concurrent use.
 type progress struct {
 	fn          func(done, total int64)
-	done, total int64
+	mu          sync.Mutex
+	done, total int64 // +checklocks:mu
 }
 
 func (p *progress) add(n int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.done += n
 	if p.fn != nil {
 		p.fn(p.done, p.total)
