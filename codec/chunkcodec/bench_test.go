@@ -153,6 +153,14 @@ func BenchmarkKernels(b *testing.B) {
 			histogram(&hist, hi)
 		}
 	})
+	b.Run("histBlocks", func(b *testing.B) {
+		b.SetBytes(int64(n))
+		hs := make([][256]uint32, (n+1<<bgFineLog-1)>>bgFineLog)
+		var pt [1 << 16]uint32
+		for b.Loop() {
+			histBlocks(hs, &hist, hi, bgFineLog, &pt, &[4]uint64{})
+		}
+	})
 	var ht huffTable
 	enc := new(bgEncoder)
 	if _, err := buildTable(nil, &ht, &hist, &enc.hs, &enc.fs); err != nil {

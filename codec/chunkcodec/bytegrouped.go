@@ -12,15 +12,25 @@ import (
 
 // ByteGrouped frame constants; the layout is described in doc.go.
 const (
-	bgVersion = 1
+	// bgVersion is the version the encoder writes. Frames of version 1
+	// (bgVersion1: one block size and one Huffman table per plane) still
+	// decode.
+	bgVersion  = 2
+	bgVersion1 = 1
 
 	// bgBlockLog sets 128 Ki elements per block: with four streams of 32 Ki
 	// symbols of at most 11 bits a stream is at most 45,057 bytes, inside
 	// the uint16 jump table, and a block of every plane fits in L2 while
-	// it is merged.
+	// it is merged. bgFineLog, 16 Ki, is the block of planes whose blocks
+	// differ in kind (see plan.go).
 	bgBlockLog    = 17
-	bgMinBlockLog = 8
+	bgFineLog     = 14
 	bgMaxBlockLog = 17
+	// The smallest block log a frame may have: 8 in version 1; in version
+	// 2, where every block may bring a table (about 7 µs to set up, the
+	// time to decode some 12 Ki symbols), 14.
+	bgMinBlockLog1 = 8
+	bgMinBlockLog  = bgFineLog
 
 	flagRotate = 1
 
@@ -30,11 +40,12 @@ const (
 
 	blockRaw   = 0
 	blockConst = 1
-	blockHuff  = 2
+	blockHuff  = 2 // Huffman with the plane's current table
 	blockZstd  = 3
+	blockTable = 4 // version 2: a new table, then Huffman with it
 
 	descSize    = 5 // mode byte + uint32
-	blockHdrLen = 4 // mode byte + uint24 length, for blockHuff and blockZstd
+	blockHdrLen = 4 // mode byte + uint24 length, for blockHuff, blockZstd, blockTable
 	maxBlockLen = 1<<24 - 1
 )
 
@@ -62,13 +73,29 @@ type bgEncoder struct {
 	ht     huffTable
 	et     encTable
 	pt     *pairTable
-	// pairCounts is scratch for histogramPairs.
+	// pairCounts is scratch for histBlocks.
 	pairCounts *[1 << 16]uint32
 	hs         huff0.Scratch
 	fs         fse.Scratch
+	// Planning scratch, per entry of planLogs: the histograms of a plane's
+	// blocks of that size, and the plan and runs made of them.
+	levels [len(planLogs)]planLevel
+	// table is the description of the table being coded with.
+	table []byte
 }
 
 var bgEncoders = sync.Pool{New: func() any { return new(bgEncoder) }}
+
+// planLogs are the block logs a plane is planned with, coarsest first,
+// bgFineLog last: the plane is cut with the one that gives the smallest
+// plan (see plan.go).
+var planLogs = [...]int{bgBlockLog, bgFineLog}
+
+type planLevel struct {
+	hists [][256]uint32
+	plan  []int32
+	runs  []bgRun
+}
 
 type bgDecoder struct {
 	planes [8][]byte
@@ -85,6 +112,13 @@ func buf(b *[8][]byte, p, n int) []byte {
 		b[p] = make([]byte, n)
 	}
 	return b[p][:n]
+}
+
+func grow[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
 }
 
 func layout(h Hint) (e int, rotate bool) {
@@ -116,7 +150,7 @@ func encodeByteGrouped(dst, src []byte, h Hint, st *planeStats) ([]byte, error) 
 	}
 	nblocks := (n + 1<<bgBlockLog - 1) >> bgBlockLog
 	bound := 4 + binary.MaxVarintLen64 + descSize*e + len(src) +
-		(e-nraw)*(2+256+nblocks*blockHdrLen) + 2*min(n, 1<<bgBlockLog) + 64
+		(e-nraw)*(1+nblocks*(blockHdrLen+64)) + 2*min(n, 1<<bgBlockLog) + 64
 	if cap(dst) < bound {
 		dst = make([]byte, 0, bound)
 	}
@@ -124,7 +158,7 @@ func encodeByteGrouped(dst, src []byte, h Hint, st *planeStats) ([]byte, error) 
 	if rotate {
 		flags |= flagRotate
 	}
-	dst = append(dst[:0], bgVersion, byte(e), flags, bgBlockLog)
+	dst = append(dst[:0], bgVersion, byte(e), flags, 0)
 	dst = binary.AppendUvarint(dst, uint64(len(src)))
 	descAt := len(dst)
 	dst = dst[:descAt+descSize*e]
@@ -155,111 +189,195 @@ func encodeByteGrouped(dst, src []byte, h Hint, st *planeStats) ([]byte, error) 
 		if mode[p] != planeCoded {
 			continue
 		}
-		// Counting in the split loop measured slower than this separate
-		// pass: Go spills the byte indexes when both share a loop.
-		var hist [256]uint32
-		if n >= minPairHistogram {
-			if enc.pairCounts == nil {
-				enc.pairCounts = new([1 << 16]uint32)
-			}
-			histogramPairs(&hist, enc.pairCounts, planes[p])
-		} else {
-			histogram(&hist, planes[p])
-		}
 		var err error
-		if dst, err = enc.codePlane(dst, planes[p], &hist, descAt+p*descSize); err != nil {
+		if dst, err = enc.codePlane(dst, planes[p], descAt+p*descSize, &st.seen[p]); err != nil {
 			return nil, err
 		}
 	}
 	return append(dst, src[n*e:]...), nil
 }
 
-// codePlane appends the data of a coded plane with histogram hist to dst
-// and fills in its descriptor at dst[desc:].
-func (enc *bgEncoder) codePlane(dst, plane []byte, hist *[256]uint32, desc int) ([]byte, error) {
+// codePlane appends the data of a coded plane to dst and fills in its
+// descriptor at dst[desc:]. seen has the byte values seen in the plane's
+// sample.
+func (enc *bgEncoder) codePlane(dst, plane []byte, desc int, seen *[4]uint64) ([]byte, error) {
 	n := len(plane)
+	// The histograms of the finest blocks are counted, and summed into
+	// those of the coarser ones.
+	fine := &enc.levels[len(planLogs)-1]
+	nfine := (n + 1<<bgFineLog - 1) >> bgFineLog
+	ncoarse := (n + 1<<bgBlockLog - 1) >> bgBlockLog
+	fine.hists = grow(fine.hists, nfine)
+	var hist [256]uint32
+	if enc.pairCounts == nil {
+		enc.pairCounts = new([1 << 16]uint32)
+	}
+	histBlocks(fine.hists, &hist, plane, bgFineLog, enc.pairCounts, seen)
+	var symBuf [256]byte
+	syms := symBuf[:0]
 	maxCount := uint32(0)
 	for s, c := range hist {
-		if int(c) == n {
-			dst[desc] = planeConst
-			binary.LittleEndian.PutUint32(dst[desc+1:], uint32(s))
-			return dst, nil
+		if c != 0 {
+			syms = append(syms, byte(s))
+			maxCount = max(maxCount, c)
 		}
-		maxCount = max(maxCount, c)
 	}
-
-	const (
-		useRaw = iota
-		useHuff
-		useZstd
-	)
-	start := len(dst)
-	nblocks := (n + 1<<bgBlockLog - 1) >> bgBlockLog
-	overhead := nblocks * blockHdrLen
-	dst = append(dst, 1) // table present
-	tableAt := len(dst)
-	ent := entropy(hist, n)
-	zstdOK := ent*float64(n)/8+float64(overhead) <= float64(n-n/minPlaneGain)
-	use := useRaw
-	// buildTable fails only where huff0 cannot describe the table (more
-	// than 128 symbols whose weights FSE cannot compress); such a plane is
-	// close to random and the zstd estimate decides.
-	if out, err := buildTable(dst, &enc.ht, hist, &enc.hs, &enc.fs); err == nil {
-		dst = out
-		bitsTotal := enc.ht.cost(hist)
-		excess := float64(bitsTotal)/float64(n) - ent
-		switch {
-		case excess > zstdExcessBits && zstdOK:
-			use = useZstd
-		case int(bitsTotal/8)+len(dst)-tableAt+overhead <= n-n/minPlaneGain:
-			use = useHuff
-		}
-	} else if zstdOK {
-		use = useZstd
+	if len(syms) == 1 {
+		dst[desc] = planeConst
+		binary.LittleEndian.PutUint32(dst[desc+1:], uint32(syms[0]))
+		return dst, nil
 	}
-	var pairs *pairTable
-	if use != useHuff {
-		dst = append(dst[:tableAt-1], 0) // no table
-	} else {
-		enc.ht.encTable(&enc.et)
-		if k := enc.et.symbols(); k*k*minPairRatio <= n {
-			if enc.pt == nil {
-				enc.pt = new(pairTable)
+	for k := range len(planLogs) - 1 {
+		lv := &enc.levels[k]
+		sh := planLogs[k] - bgFineLog
+		lv.hists = grow(lv.hists, (n+1<<planLogs[k]-1)>>planLogs[k])
+		for i := range lv.hists {
+			h := &lv.hists[i]
+			*h = fine.hists[i<<sh]
+			for _, f := range fine.hists[i<<sh+1 : min((i+1)<<sh, nfine)] {
+				for s, c := range f {
+					h[s] += c
+				}
 			}
-			enc.et.fillPairs(enc.pt)
-			pairs = enc.pt
 		}
 	}
+	coarse := &enc.levels[0]
 
-	for j := 0; j < n; j += 1 << bgBlockLog {
-		blk := plane[j:min(j+1<<bgBlockLog, n)]
-		m := len(blk)
-		if use != useRaw && (use == useZstd || int(maxCount) >= m) && allSame(blk) {
-			dst = append(dst, blockConst, blk[0])
-			continue
-		}
-		at := len(dst)
-		switch {
-		case use == useHuff && m >= minHuffBlock:
-			dst = append(dst, blockHuff, 0, 0, 0)
-			dst = encode4X(dst, blk, &enc.et, pairs)
-		case use == useZstd:
-			dst = append(dst, blockZstd, 0, 0, 0)
-			dst = zstdEncode(dst, blk)
-		}
-		if l := len(dst) - at - blockHdrLen; len(dst) > at && l < m {
-			putUint24(dst[at+1:], l)
-			continue
-		}
-		dst = append(append(dst[:at], blockRaw), blk...)
-	}
+	start := len(dst)
 	dst[desc] = planeCoded
+	ent := entropy(&hist, n)
+	limit := float64(n - n/minPlaneGain)
+	zstdOK := ent*float64(n)/8+float64(ncoarse*blockHdrLen) <= limit
+	// A plane dominated by one value: see zstdExcessBits. A Huffman code
+	// exceeds the entropy by at most p + 0.086 bits, p the probability of
+	// the most frequent symbol (Gallager, 1978), so below 1/4 it need not
+	// be built. buildTable fails only where huff0 cannot describe the
+	// table (more than 128 symbols whose weights FSE cannot compress); such
+	// a plane is close to random and the zstd estimate decides.
+	useZstd := false
+	if maxCount >= uint32(n/4) {
+		if tb, err := buildTable(enc.table[:0], &enc.ht, &hist, &enc.hs, &enc.fs); err == nil {
+			enc.table = tb
+			excess := float64(enc.ht.cost(&hist))/float64(n) - ent
+			useZstd = excess > zstdExcessBits && zstdOK
+		} else {
+			useZstd = zstdOK
+		}
+	}
+	if useZstd {
+		dst = append(dst, bgBlockLog)
+		for j := 0; j < n; j += 1 << bgBlockLog {
+			blk := plane[j:min(j+1<<bgBlockLog, n)]
+			if h := &coarse.hists[j>>bgBlockLog]; int(h[blk[0]]) == len(blk) {
+				dst = append(dst, blockConst, blk[0])
+				continue
+			}
+			at := len(dst)
+			dst = zstdEncode(append(dst, blockZstd, 0, 0, 0), blk)
+			if l := len(dst) - at - blockHdrLen; l < len(blk) {
+				putUint24(dst[at+1:], l)
+				continue
+			}
+			dst = append(append(dst[:at], blockRaw), blk...)
+		}
+	} else {
+		est := math.Inf(1)
+		var blockLog int
+		var plan []int32
+		var runs []bgRun
+		for k, lg := range planLogs {
+			if k > 0 && n <= 1<<lg {
+				break // one block, as at the coarser level
+			}
+			lv := &enc.levels[k]
+			var e float64
+			e, lv.plan, lv.runs = planBlocks(lv.hists, 1<<lg, n, syms, lv.plan, lv.runs)
+			if lg < bgBlockLog {
+				for _, r := range lv.plan {
+					if r >= 0 {
+						e += fineBlockPenalty
+					}
+				}
+			}
+			if e < est {
+				est, blockLog, plan, runs = e, lg, lv.plan, lv.runs
+			}
+		}
+		if est > limit {
+			// Not worth decoding: the blocks are stored raw.
+			for i, r := range plan {
+				if r >= 0 {
+					plan[i] = planBlockRaw
+				}
+			}
+		}
+		dst = enc.huffBlocks(append(dst, byte(blockLog)), plane, blockLog, plan, runs)
+	}
 	l := len(dst) - start
 	if l > math.MaxUint32 {
 		return nil, fmt.Errorf("chunkcodec: plane of %d bytes too large", l)
 	}
 	binary.LittleEndian.PutUint32(dst[desc+1:], uint32(l))
 	return dst, nil
+}
+
+// huffBlocks appends the blocks of plane, of 2^blockLog symbols, as plan
+// says. A run's table goes with the first of its blocks that Huffman
+// coding shrinks; blocks it does not are stored raw. The blocks of a run
+// whose table huff0 cannot describe get zstd, or are raw.
+func (enc *bgEncoder) huffBlocks(dst, plane []byte, blockLog int, plan []int32, runs []bgRun) []byte {
+	n := len(plane)
+	cur := int32(-1) // the run whose table enc.ht holds
+	sent := false    // whether that table is in the frame
+	ok := false      // whether that table could be built
+	var pt *pairTable
+	for i, r := range plan {
+		j := i << blockLog
+		blk := plane[j:min(j+1<<blockLog, n)]
+		m := len(blk)
+		if r == planBlockConst && allSame(blk) {
+			dst = append(dst, blockConst, blk[0])
+			continue
+		}
+		if r != cur && r >= 0 {
+			cur, sent = r, false
+			var err error
+			enc.table, err = buildTable(enc.table[:0], &enc.ht, &runs[r].hist, &enc.hs, &enc.fs)
+			ok = err == nil
+			pt = nil
+			if ok {
+				enc.ht.encTable(&enc.et)
+				if k := enc.et.symbols(); k*k*minPairRatio <= runs[r].n {
+					if enc.pt == nil {
+						enc.pt = new(pairTable)
+					}
+					enc.et.fillPairs(enc.pt)
+					pt = enc.pt
+				}
+			}
+		}
+		if r >= 0 {
+			at := len(dst)
+			switch {
+			case !ok:
+				// huff0 cannot describe the table (see codePlane).
+				dst = zstdEncode(append(dst, blockZstd, 0, 0, 0), blk)
+			case sent:
+				dst = encode4X(append(dst, blockHuff, 0, 0, 0), blk, &enc.et, pt)
+			default:
+				dst = append(append(dst, blockTable, 0, 0, 0), enc.table...)
+				dst = encode4X(dst, blk, &enc.et, pt)
+			}
+			if l := len(dst) - at - blockHdrLen; l+blockHdrLen < 1+m {
+				putUint24(dst[at+1:], l)
+				sent = sent || ok
+				continue
+			}
+			dst = dst[:at]
+		}
+		dst = append(append(dst, blockRaw), blk...)
+	}
+	return dst
 }
 
 func putUint24(b []byte, v int) {
@@ -299,7 +417,8 @@ func decodeByteGrouped(dst, src []byte) error {
 	if len(src) < 5 {
 		return corrupt("bytegrouped frame too short")
 	}
-	if src[0] != bgVersion {
+	version := src[0]
+	if version != bgVersion && version != bgVersion1 {
 		return corrupt(fmt.Sprintf("bytegrouped version %d", src[0]))
 	}
 	e := int(src[1])
@@ -311,9 +430,12 @@ func decodeByteGrouped(dst, src []byte) error {
 		return corrupt(fmt.Sprintf("bytegrouped flags %#x", flags))
 	}
 	rotate := flags&flagRotate != 0
-	blockLog := int(src[3])
-	if blockLog < bgMinBlockLog || blockLog > bgMaxBlockLog {
-		return corrupt(fmt.Sprintf("bytegrouped block log %d", blockLog))
+	// Version 1 has one block log for the frame; version 2 has one per
+	// coded plane and 0 here.
+	frameLog := int(src[3])
+	if version == bgVersion1 && (frameLog < bgMinBlockLog1 || frameLog > bgMaxBlockLog) ||
+		version != bgVersion1 && frameLog != 0 {
+		return corrupt(fmt.Sprintf("bytegrouped block log %d", frameLog))
 	}
 	rl, k := binary.Uvarint(src[4:])
 	if k <= 0 || rl != uint64(rawLen) {
@@ -367,20 +489,29 @@ func decodeByteGrouped(dst, src []byte) error {
 
 	dec := bgDecoders.Get().(*bgDecoder)
 	defer bgDecoders.Put(dec)
-	blockSize := 1 << blockLog
-	bufLen := min(blockSize, n)
+	// Each coded plane's block log; planes are merged in steps of the
+	// smallest, within which every plane's bytes are contiguous.
+	var blockLog [8]int
+	stepLog := bgMaxBlockLog
+	if version == bgVersion1 {
+		stepLog = frameLog
+	}
 	var hasTable [8]bool
 	for p := range e {
-		switch mode[p] {
-		case planeCoded:
-			switch src[cur[p]] {
+		if mode[p] != planeCoded {
+			continue
+		}
+		c := cur[p] // end[p] > c: val[p] > 0
+		if version == bgVersion1 {
+			blockLog[p] = frameLog
+			switch src[c] {
 			case 0:
 			case 1:
-				k, err := parseTable(&dec.ht, src[cur[p]+1:end[p]], &dec.fs)
+				k, err := parseTable(&dec.ht, src[c+1:end[p]], &dec.fs)
 				if err != nil {
 					return err
 				}
-				cur[p] += k
+				c += k
 				if dec.dt[p] == nil {
 					dec.dt[p] = new(decTable)
 				}
@@ -389,18 +520,29 @@ func decodeByteGrouped(dst, src []byte) error {
 			default:
 				return corrupt("bytegrouped table flag")
 			}
-			cur[p]++
-		case planeConst:
-			b := buf(&dec.planes, p, bufLen)
+		} else {
+			blockLog[p] = int(src[c])
+			if blockLog[p] < bgMinBlockLog || blockLog[p] > bgMaxBlockLog {
+				return corrupt(fmt.Sprintf("bytegrouped plane %d block log %d", p, blockLog[p]))
+			}
+			stepLog = min(stepLog, blockLog[p])
+		}
+		cur[p] = c + 1
+	}
+	step := 1 << stepLog
+	for p := range e {
+		if mode[p] == planeConst {
+			b := buf(&dec.planes, p, min(step, n))
 			for i := range b {
 				b[i] = byte(val[p])
 			}
 		}
 	}
 
-	var planes [8][]byte
-	for j := 0; j < n; j += blockSize {
-		m := min(blockSize, n-j)
+	// blk[p] is the current block of coded plane p.
+	var planes, blk [8][]byte
+	for j := 0; j < n; j += step {
+		m := min(step, n-j)
 		out := dst[j*e : (j+m)*e]
 		for p := range e {
 			switch mode[p] {
@@ -412,25 +554,31 @@ func decodeByteGrouped(dst, src []byte) error {
 				planes[p] = dec.planes[p][:m]
 				continue
 			}
+			bs := 1 << blockLog[p]
+			off := j & (bs - 1)
+			if off != 0 {
+				planes[p] = blk[p][off : off+m]
+				continue
+			}
+			mb := min(bs, n-j)
 			// A single plane decodes straight into dst.
 			var pb []byte
 			if e == 1 {
 				pb = out
 			} else {
-				pb = buf(&dec.planes, p, bufLen)[:m]
+				pb = buf(&dec.planes, p, min(bs, n))[:mb]
 			}
 			c := cur[p]
 			if c >= end[p] {
 				return corrupt("bytegrouped plane data truncated")
 			}
-			switch src[c] {
+			switch bm := src[c]; bm {
 			case blockRaw:
-				if m > end[p]-c-1 {
+				if mb > end[p]-c-1 {
 					return corrupt("bytegrouped raw block truncated")
 				}
-				planes[p] = src[c+1 : c+1+m]
-				cur[p] = c + 1 + m
-				continue
+				pb = src[c+1 : c+1+mb]
+				cur[p] = c + 1 + mb
 			case blockConst:
 				if end[p]-c < 2 {
 					return corrupt("bytegrouped const block truncated")
@@ -439,7 +587,10 @@ func decodeByteGrouped(dst, src []byte) error {
 					pb[i] = src[c+1]
 				}
 				cur[p] = c + 2
-			case blockHuff, blockZstd:
+			case blockHuff, blockZstd, blockTable:
+				if bm == blockTable && version == bgVersion1 {
+					return corrupt(fmt.Sprintf("bytegrouped block mode %d", bm))
+				}
 				if end[p]-c < blockHdrLen {
 					return corrupt("bytegrouped block header truncated")
 				}
@@ -450,21 +601,35 @@ func decodeByteGrouped(dst, src []byte) error {
 				payload := src[c+blockHdrLen : c+blockHdrLen+l]
 				cur[p] = c + blockHdrLen + l
 				var err error
-				if src[c] == blockHuff {
+				switch bm {
+				case blockZstd:
+					err = zstdDecode(pb, payload)
+				case blockTable:
+					k, perr := parseTable(&dec.ht, payload, &dec.fs)
+					if perr != nil {
+						return perr
+					}
+					payload = payload[k:]
+					if dec.dt[p] == nil {
+						dec.dt[p] = new(decTable)
+					}
+					dec.ht.decTable(dec.dt[p])
+					hasTable[p] = true
+					fallthrough
+				default:
 					if !hasTable[p] {
 						return corrupt("bytegrouped huffman block without a table")
 					}
 					err = decode4X(pb, payload, dec.dt[p])
-				} else {
-					err = zstdDecode(pb, payload)
 				}
 				if err != nil {
 					return err
 				}
 			default:
-				return corrupt(fmt.Sprintf("bytegrouped block mode %d", src[c]))
+				return corrupt(fmt.Sprintf("bytegrouped block mode %d", bm))
 			}
-			planes[p] = pb
+			blk[p] = pb
+			planes[p] = pb[:m]
 		}
 		if e == 1 && len(out) > 0 && &planes[0][0] == &out[0] {
 			continue
@@ -480,9 +645,11 @@ func decodeByteGrouped(dst, src []byte) error {
 	return nil
 }
 
-// planeStats holds the sampled entropy of each plane in bits per byte.
+// planeStats holds the sampled entropy of each plane in bits per byte, and
+// the byte values seen in the sample of each plane (bit b of word b/64).
 type planeStats struct {
 	bits [8]float64
+	seen [8][4]uint64
 }
 
 // Sampling: 16 windows of 256 elements spread evenly over the chunk. A
@@ -531,6 +698,11 @@ func samplePlanes(src []byte, e int, rotate bool) planeStats {
 	}
 	for p := range e {
 		st.bits[p] = entropy(&hist[p], total)
+		for b, c := range hist[p] {
+			if c != 0 {
+				st.seen[p][b/64] |= 1 << (b % 64)
+			}
+		}
 	}
 	return st
 }

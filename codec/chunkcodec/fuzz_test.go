@@ -3,6 +3,9 @@ package chunkcodec
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"os"
+	"strings"
 	"testing"
 )
 
@@ -34,6 +37,9 @@ func seedInputs() []testCase {
 		{"text", []byte(textish(3000)), Hint{}},
 		{"random", randomBytes(8, 500), Hint{1, false}},
 		{"odd", bf16Data(9, 1000, 0.02)[:1999], Hint{2, true}},
+		// Planes in fine blocks with tables, constant and raw blocks.
+		{"mixed-rows", mixedRows(10, 20_000, 7)[:79_999], Hint{4, true}},
+		{"f8-two-scales", append(f8Data(11, 20_000, 0.02), f8Data(12, 18_000, 1e-3)...), Hint{1, true}},
 	}
 }
 
@@ -45,6 +51,19 @@ func FuzzDecode(f *testing.F) {
 				f.Fatal(err)
 			}
 			f.Add(uint8(id), uint32(len(in.data)), enc)
+		}
+	}
+	// Version 1 frames.
+	sums, err := os.ReadFile("testdata/bytegrouped-v1/SUMS")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(sums)), "\n") {
+		var name, sum string
+		var rawLen int
+		fmt.Sscan(line, &name, &rawLen, &sum)
+		if enc, err := os.ReadFile("testdata/bytegrouped-v1/" + name + ".bg"); err == nil && len(enc) < 100_000 {
+			f.Add(uint8(ByteGrouped), uint32(rawLen), enc)
 		}
 	}
 	f.Fuzz(func(t *testing.T, id uint8, rawLen uint32, src []byte) {

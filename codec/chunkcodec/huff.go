@@ -23,9 +23,9 @@ import (
 // 0.5 GB/s and 1.0 GB/s per core on the exponent plane of BF16 weights,
 // which makes the codec targets (1.1 / 1.7 GB/s of BF16 input) unreachable:
 //   - Compress4X always recounts the histogram of its input, which we
-//     already have for the whole plane, and builds a table per block;
-//     encode4X uses one table per plane and looks up the codes of two
-//     symbols at once (pairTable), 1.6 GB/s.
+//     already have from planning, and builds a table per block; encode4X
+//     takes the table of a run of blocks (plan.go) and looks up the codes
+//     of two symbols at once (pairTable), 1.6 GB/s.
 //   - Decompress4X decodes one symbol per table lookup. decode4X looks up
 //     lookupBits at a time in a table that yields every symbol whose code
 //     fits in those bits (up to 6; about 4 for an exponent plane with
@@ -268,41 +268,55 @@ func (t *huffTable) cost(hist *[256]uint32) uint64 {
 	return n
 }
 
-// decTable fills dt for t. It costs about 35 µs, once per plane of a chunk.
+// decTable fills dt for t. It costs about 6 µs, once per table.
+//
+// An entry of dt lists the symbols that the lookupBits-bit window starts
+// with. It is built from the shorter windows up: let w_k[j] be the entry for
+// the k-bit window j (k <= lookupBits, j's bits the most significant ones).
+// Its first symbol is the one whose code of length l <= k is a prefix of j,
+// and what follows is w_{k-l}[j mod 2^(k-l)], the entry of the bits after
+// that code, less its sixth symbol if it has six (an entry holds at most
+// maxSymsPerLookup). Going over the symbols' codes rather than over the
+// windows, w_k for a symbol of length l is 2^(k-l) consecutive entries
+// derived from w_{k-l} in order, with no dependent loads; windows that no
+// code of length <= k starts (the prefix of a longer code) are empty.
 func (t *huffTable) decTable(dt *decTable) {
-	// single[i] = symbol | length<<8 for the code that the lookupBits-bit
-	// prefix i starts with. A code of length l covers 2^(lookupBits-l)
-	// consecutive prefixes starting at code << (lookupBits-l).
-	var single [1 << lookupBits]uint16
-	for s := 0; s < 256; s++ {
-		l := t.nbits[s]
-		if l == 0 {
-			continue
-		}
-		lo := int(t.code[s]) << (lookupBits - l)
-		hi := lo + 1<<(lookupBits-l)
-		v := uint16(s) | uint16(l)<<8
-		for i := lo; i < hi; i++ {
-			single[i] = v
+	// w holds w_0 .. w_{lookupBits-1}, w_k at offset 2^k - 1; w_0 and
+	// every window nothing decodes in stay 0 (no symbols, length 0).
+	var w [1<<lookupBits - 1]uint64
+	var syms [256]uint8
+	ns := 0
+	for s := range 256 {
+		if t.nbits[s] != 0 {
+			syms[ns] = uint8(s)
+			ns++
 		}
 	}
-	const mask = 1<<lookupBits - 1
-	for i := range dt {
-		first := single[i]
-		syms := uint64(first & 0xff)
-		used := uint(first >> 8)
-		n := uint64(1)
-		for n < maxSymsPerLookup {
-			next := single[(i<<used)&mask]
-			l := uint(next >> 8)
-			if used+l > lookupBits {
-				break
-			}
-			syms |= uint64(next&0xff) << (8 * n)
-			used += l
-			n++
+	for k := 1; k <= lookupBits; k++ {
+		var out []uint64
+		if k == lookupBits {
+			out = dt[:]
+		} else {
+			out = w[1<<k-1 : 1<<(k+1)-1]
 		}
-		dt[i] = uint64(used) | n<<8 | uint64(first>>8)<<12 | syms<<16
+		for _, s := range syms[:ns] {
+			l := int(t.nbits[s])
+			if l > k {
+				continue
+			}
+			r := k - l
+			rest := w[1<<r-1 : 1<<(r+1)-1]
+			dst := out[int(t.code[s])<<r:]
+			dst = dst[:len(rest)]
+			first := uint64(l) | 1<<8 | uint64(l)<<12 | uint64(s)<<16
+			for i, x := range rest {
+				if x>>8&7 == maxSymsPerLookup {
+					// Drop the sixth symbol.
+					x = x&^(0xff<<56|7<<8|63) | (x&63 - uint64(t.nbits[x>>56])) | (maxSymsPerLookup-1)<<8
+				}
+				dst[i] = first + (x&63 | x&(7<<8)) + (x>>16)<<24
+			}
+		}
 	}
 }
 

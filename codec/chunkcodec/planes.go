@@ -242,32 +242,6 @@ func count4(t *[4][256]uint32, w uint32) {
 	t[3][uint8(w>>8)]++
 }
 
-// minPairHistogram is the smallest plane histogramPairs is used for: below
-// it, clearing and folding its 64 Ki counters costs more than it saves.
-const minPairHistogram = 1 << 18
-
-// histogramPairs adds the byte counts of b to h by counting pairs of bytes
-// in t, which halves the increments, and then folding t. It measured 20 %
-// faster than histogram on an exponent plane of 2 MiB.
-func histogramPairs(h *[256]uint32, t *[1 << 16]uint32, b []byte) {
-	clear(t[:])
-	i := 0
-	for ; i+8 <= len(b); i += 8 {
-		w := le64(b, i)
-		t[uint16(w)]++
-		t[uint16(w>>16)]++
-		t[uint16(w>>32)]++
-		t[uint16(w>>48)]++
-	}
-	for _, v := range b[i:] {
-		h[v]++
-	}
-	for p, c := range t {
-		h[p&0xff] += c
-		h[p>>8] += c
-	}
-}
-
 // histogram adds the byte counts of b to h. Eight tables break the chain
 // of increments to the same counter that skewed data (an exponent plane has
 // a few very common values) would otherwise serialize on.
