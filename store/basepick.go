@@ -8,7 +8,6 @@ import (
 	"sort"
 
 	"github.com/heft-dev/heft/codec/chunkcodec"
-	"github.com/heft-dev/heft/codec/safetensors"
 )
 
 // Choosing the base a new model is delta-coded against.
@@ -143,7 +142,7 @@ func (s *Store) autoBase(files []sourceFile) (*baseModel, error) {
 		if err != nil {
 			return nil, err
 		}
-		hint := hintFor(safetensors.DType(nt.dtype))
+		hint := chunkcodec.HintFor(nt.dtype)
 		_, plain, err := chunkcodec.Encode(nil, data, hint)
 		if err != nil {
 			return nil, err

@@ -69,11 +69,7 @@ func (s *Store) Export(ctx context.Context, ref, dest string, progressFn func(do
 	if err != nil {
 		return nil, err
 	}
-	c, err := s.LoadCommit(commitID)
-	if err != nil {
-		return nil, err
-	}
-	m, err := s.LoadManifest(c.Manifest)
+	_, m, err := s.commitManifest(commitID)
 	if err != nil {
 		return nil, err
 	}

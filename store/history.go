@@ -126,11 +126,7 @@ type namedTensor struct {
 
 // commitTensors lists the tensors of a commit in manifest and file order.
 func (s *Store) commitTensors(commit ID) ([]namedTensor, error) {
-	c, err := s.LoadCommit(commit)
-	if err != nil {
-		return nil, err
-	}
-	m, err := s.LoadManifest(c.Manifest)
+	_, m, err := s.commitManifest(commit)
 	if err != nil {
 		return nil, err
 	}
@@ -159,11 +155,7 @@ func (s *Store) Show(ref string) (*ShowResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := s.LoadCommit(id)
-	if err != nil {
-		return nil, err
-	}
-	m, err := s.LoadManifest(c.Manifest)
+	c, m, err := s.commitManifest(id)
 	if err != nil {
 		return nil, err
 	}

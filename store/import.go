@@ -369,7 +369,7 @@ func (s *Store) importSafetensors(sess *session, fh *os.File, f sourceFile, obj 
 	units := []tensorUnit{{off: 0, len: h.DataStart(), tensor: -1}}
 	cs := int64(s.opts.ChunkSize)
 	for ti, t := range h.Tensors {
-		hint := hintFor(t.DType)
+		hint := chunkcodec.HintFor(string(t.DType))
 		for k, off := 0, int64(t.Begin); off < int64(t.End); k, off = k+1, off+cs {
 			n := min(cs, int64(t.End)-off)
 			b := base.chunkFor(t.Name, string(t.DType), t.Shape, k, n)
@@ -477,29 +477,6 @@ func (s *Store) importBlob(sess *session, fh *os.File, f sourceFile, obj *File, 
 		obj.Chunks = []ChunkRef{}
 	}
 	return nil
-}
-
-// hintFor tells the chunk codec how a dtype's bytes are laid out.
-func hintFor(dt safetensors.DType) chunkcodec.Hint {
-	switch dt {
-	case "BF16", "F16":
-		return chunkcodec.Hint{ElemBytes: 2, Float: true}
-	case "F32":
-		return chunkcodec.Hint{ElemBytes: 4, Float: true}
-	case "F64":
-		return chunkcodec.Hint{ElemBytes: 8, Float: true}
-	case "F8_E4M3", "F8_E5M2", "F8_E8M0", "F8_E4M3FNUZ", "F8_E5M2FNUZ":
-		return chunkcodec.Hint{ElemBytes: 1, Float: true}
-	case "I16", "U16":
-		return chunkcodec.Hint{ElemBytes: 2}
-	case "I32", "U32":
-		return chunkcodec.Hint{ElemBytes: 4}
-	case "C64":
-		return chunkcodec.Hint{ElemBytes: 4, Float: true}
-	case "I64", "U64":
-		return chunkcodec.Hint{ElemBytes: 8}
-	}
-	return chunkcodec.Hint{ElemBytes: 1}
 }
 
 // writerLock is taken (shared) by every operation that adds objects; gc takes it

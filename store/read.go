@@ -139,3 +139,16 @@ func (s *Store) ReadChunk(id ID) ([]byte, error) {
 	data, _, err := s.readObject(id)
 	return data, err
 }
+
+// commitManifest loads a commit and its manifest.
+func (s *Store) commitManifest(id ID) (*Commit, *Manifest, error) {
+	c, err := s.LoadCommit(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := s.LoadManifest(c.Manifest)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, m, nil
+}

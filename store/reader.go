@@ -126,11 +126,7 @@ func (s *Store) CommitFiles(commit ID) ([]CommitFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := s.LoadCommit(commit)
-	if err != nil {
-		return nil, err
-	}
-	m, err := s.LoadManifest(c.Manifest)
+	_, m, err := s.commitManifest(commit)
 	if err != nil {
 		return nil, err
 	}

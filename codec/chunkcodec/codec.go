@@ -292,3 +292,26 @@ func Decode(id ID, dst, src []byte, rawLen int) ([]byte, error) {
 	}
 	return dst, nil
 }
+
+// HintFor returns the Hint for a safetensors dtype name ("BF16", "F8_E4M3", ...):
+// floating-point types by their scalar width (C64 is two F32), integers by width,
+// anything else (BOOL, U8, I8, sub-byte types) as single bytes.
+func HintFor(dtype string) Hint {
+	switch dtype {
+	case "BF16", "F16":
+		return Hint{ElemBytes: 2, Float: true}
+	case "F32", "C64":
+		return Hint{ElemBytes: 4, Float: true}
+	case "F64":
+		return Hint{ElemBytes: 8, Float: true}
+	case "F8_E4M3", "F8_E5M2", "F8_E8M0", "F8_E4M3FNUZ", "F8_E5M2FNUZ":
+		return Hint{ElemBytes: 1, Float: true}
+	case "I16", "U16":
+		return Hint{ElemBytes: 2}
+	case "I32", "U32":
+		return Hint{ElemBytes: 4}
+	case "I64", "U64":
+		return Hint{ElemBytes: 8}
+	}
+	return Hint{ElemBytes: 1}
+}

@@ -165,7 +165,7 @@ func load(paths []string, chunkSize int) ([]chunk, int64) {
 		f.Close()
 		for _, t := range h.Tensors {
 			td := data[t.Begin:t.End]
-			hint := hintFor(t.DType)
+			hint := chunkcodec.HintFor(string(t.DType))
 			for off := 0; off < len(td); off += chunkSize {
 				end := min(off+chunkSize, len(td))
 				chunks = append(chunks, chunk{src: td[off:end:end], hint: hint})
@@ -179,27 +179,6 @@ func load(paths []string, chunkSize int) ([]chunk, int64) {
 	return chunks, raw
 }
 
-// hintFor mirrors store.hintFor (store/import.go): how a dtype's bytes are
-// laid out.
-func hintFor(dt safetensors.DType) chunkcodec.Hint {
-	switch dt {
-	case "BF16", "F16":
-		return chunkcodec.Hint{ElemBytes: 2, Float: true}
-	case "F32":
-		return chunkcodec.Hint{ElemBytes: 4, Float: true}
-	case "F64":
-		return chunkcodec.Hint{ElemBytes: 8, Float: true}
-	case "F8_E4M3", "F8_E5M2", "F8_E8M0", "F8_E4M3FNUZ", "F8_E5M2FNUZ":
-		return chunkcodec.Hint{ElemBytes: 1, Float: true}
-	case "I16", "U16":
-		return chunkcodec.Hint{ElemBytes: 2}
-	case "I32", "U32":
-		return chunkcodec.Hint{ElemBytes: 4}
-	case "I64", "U64", "C64":
-		return chunkcodec.Hint{ElemBytes: 8}
-	}
-	return chunkcodec.Hint{ElemBytes: 1}
-}
 
 // rate measures pass's speed reps times, each measurement repeating pass
 // for at least minTime of CPU time, and returns the best speeds in GB/s by
