@@ -184,7 +184,6 @@ func mkdirAllTracked(dir, root string, created *[]string) error {
 	return nil
 }
 
-
 // writeFile writes a file object's bytes to out, chunks decoded in parallel and
 // written at their offsets.
 func (s *Store) writeFile(ctx context.Context, f *File, out io.WriterAt, prog *progress) error {

@@ -179,7 +179,6 @@ func load(paths []string, chunkSize int) ([]chunk, int64) {
 	return chunks, raw
 }
 
-
 // rate measures pass's speed reps times, each measurement repeating pass
 // for at least minTime of CPU time, and returns the best speeds in GB/s by
 // process CPU time (user+sys; with GOMAXPROCS=1 one core's time, whatever
