@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
+	"syscall"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -34,10 +36,56 @@ func (s *Store) packFile(id ID) (*os.File, error) {
 	return f, nil
 }
 
+// packMap returns a read-only mapping of a whole pack, cached for the store's life.
+func (s *Store) packMap(id ID) ([]byte, error) {
+	s.packMu.Lock()
+	m, ok := s.packMaps[id]
+	s.packMu.Unlock()
+	if ok {
+		return m, nil
+	}
+	f, err := s.packFile(id)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat pack %s: %w", id.Short(), err)
+	}
+	if st.Size() == 0 || st.Size() != int64(int(st.Size())) {
+		return nil, &IntegrityError{Kind: KindChunk, Pack: s.packPath(id), Reason: fmt.Sprintf("pack file has %d bytes", st.Size())}
+	}
+	m, err = syscall.Mmap(int(f.Fd()), 0, int(st.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("map pack %s: %w", id.Short(), err)
+	}
+	s.packMu.Lock()
+	defer s.packMu.Unlock()
+	if prev, ok := s.packMaps[id]; ok { // another goroutine mapped it first
+		_ = syscall.Munmap(m)
+		return prev, nil
+	}
+	s.packMaps[id] = m
+	return m, nil
+}
+
+// releaseMapped drops the pages of one entry from this process's mapping once it is
+// decoded: the data stays in the page cache, but a long export would otherwise count
+// every pack page it touched in its resident set.
+func releaseMapped(m []byte, loc Location) {
+	page := uint64(os.Getpagesize())
+	start := (loc.Offset - min(loc.Offset, 64)) / page * page
+	end := min((loc.Offset+loc.StoredLen+page-1)/page*page, uint64(len(m)))
+	if start < end {
+		_ = syscall.Madvise(m[start:end], syscall.MADV_DONTNEED)
+	}
+}
+
 // readLocated reads, decodes and verifies the object id stored at loc, appending the
-// decoded bytes to dst[:0]. scratch holds the stored bytes and may be nil.
-func (s *Store) readLocated(id ID, loc Location, dst, scratch []byte) ([]byte, []byte, error) {
-	f, err := s.packFile(loc.Pack)
+// decoded bytes to dst[:0]. Stored bytes are read from a mapping of the pack (no
+// copy); scratch is returned unused for callers that recycle it.
+func (s *Store) readLocated(id ID, loc Location, dst, scratch []byte) (out []byte, _ []byte, err error) {
+	m, err := s.packMap(loc.Pack)
 	if err != nil {
 		var ie *IntegrityError
 		if errors.As(err, &ie) {
@@ -46,27 +94,35 @@ func (s *Store) readLocated(id ID, loc Location, dst, scratch []byte) ([]byte, [
 		return dst, scratch, err
 	}
 	path := s.packPath(loc.Pack)
+	// A pack truncated behind the store's back would fault on access: turn that
+	// into an integrity error instead of a crash.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = dst, &IntegrityError{ID: id, Kind: loc.Kind, Pack: path, Reason: fmt.Sprintf("pack file changed while mapped: %v", r)}
+		}
+	}()
 	e := pack.Entry{ID: pack.ID(id), Kind: uint8(loc.Kind), Codec: loc.Codec, Offset: loc.Offset, RawLen: loc.RawLen, StoredLen: loc.StoredLen, CRC: loc.CRC}
-	stored, err := pack.ReadStoredAt(f, path, e, scratch)
+	defer releaseMapped(m, loc)
+	stored, err := pack.StoredInMap(m, path, e)
 	if err != nil {
 		return dst, scratch, &IntegrityError{ID: id, Kind: loc.Kind, Pack: path, Err: err}
 	}
 	if loc.RawLen > 1<<40 {
-		return dst, stored, &IntegrityError{ID: id, Kind: loc.Kind, Pack: path, Reason: "implausible decoded length"}
+		return dst, scratch, &IntegrityError{ID: id, Kind: loc.Kind, Pack: path, Reason: "implausible decoded length"}
 	}
-	var out []byte
 	if loc.Codec == codecDelta {
 		out, err = s.decodeDelta(id, loc, stored, dst)
 	} else {
 		out, err = chunkcodec.Decode(chunkcodec.ID(loc.Codec), dst, stored, int(loc.RawLen))
 	}
 	if err != nil {
-		return dst, stored, &IntegrityError{ID: id, Kind: loc.Kind, Pack: path, Reason: "cannot decode", Err: err}
+		return dst, scratch, &IntegrityError{ID: id, Kind: loc.Kind, Pack: path, Reason: "cannot decode", Err: err}
 	}
 	if Sum(out) != id {
-		return out, stored, &IntegrityError{ID: id, Kind: loc.Kind, Pack: path, Reason: "content does not match its hash"}
+		return out, scratch, &IntegrityError{ID: id, Kind: loc.Kind, Pack: path, Reason: "content does not match its hash"}
 	}
-	return out, stored, nil
+	return out, scratch, nil
 }
 
 // locate returns the index location of one object.

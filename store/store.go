@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -78,6 +79,10 @@ type Store struct {
 
 	packMu    sync.Mutex
 	packFiles map[ID]*os.File // +checklocks:packMu
+	// packMaps are read-only mappings of whole packs. Packs never change once
+	// published, so a mapping stays valid; gc may unlink a mapped pack, whose pages
+	// then live until Close unmaps them.
+	packMaps map[ID][]byte // +checklocks:packMu
 }
 
 type storeConfig struct {
@@ -94,7 +99,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dir: abs, opts: opts, packFiles: map[ID]*os.File{}}
+	s := &Store{dir: abs, opts: opts, packFiles: map[ID]*os.File{}, packMaps: map[ID][]byte{}}
 	s.idx = &index{path: filepath.Join(abs, "index.db"), timeout: opts.LockTimeout}
 	cfgPath := filepath.Join(abs, "config")
 	data, err := os.ReadFile(cfgPath)
@@ -147,6 +152,10 @@ func (s *Store) Close() error {
 	for id, f := range s.packFiles {
 		_ = f.Close()
 		delete(s.packFiles, id)
+	}
+	for id, m := range s.packMaps {
+		_ = syscall.Munmap(m)
+		delete(s.packMaps, id)
 	}
 	return nil
 }

@@ -139,3 +139,29 @@ func (r *Reader) Close() error {
 	}
 	return nil
 }
+
+// StoredInMap returns the stored bytes of e from m, a read-only mapping of the whole
+// pack file at path, after the same checks as ReadStoredAt (the entry header must
+// match e, the bytes must match their CRC-32C). The result aliases m: reading a
+// mapped pack costs no copy into a buffer. A pack is never modified once published,
+// so its mapping never changes under a reader.
+func StoredInMap(m []byte, path string, e Entry) ([]byte, error) {
+	if e.StoredLen > MaxStoredLen || e.Offset < firstDataOffset || e.Offset > math.MaxInt64-e.StoredLen ||
+		e.Offset+e.StoredLen > uint64(len(m)) {
+		return nil, corruptf(path, int64(min(e.Offset, math.MaxInt64)), e.ID,
+			"entry at offset %d with %d stored bytes is impossible in a pack of %d bytes", e.Offset, e.StoredLen, len(m))
+	}
+	hoff := int64(e.Offset) - entryHeaderSize
+	got, err := parseEntryHeader(path, hoff, m[hoff:e.Offset])
+	if err != nil {
+		return nil, withID(err, e.ID)
+	}
+	if got != e {
+		return nil, corruptf(path, hoff, e.ID, "entry header in the pack (%s) does not match the entry asked for (%s)", fmtEntry(got), fmtEntry(e))
+	}
+	buf := m[e.Offset : e.Offset+e.StoredLen]
+	if c := checksum(buf); c != e.CRC {
+		return nil, corruptf(path, int64(e.Offset), e.ID, "stored bytes CRC mismatch (want %08x, got %08x)", e.CRC, c)
+	}
+	return buf, nil
+}
