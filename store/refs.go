@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/heft-dev/heft/store/internal/fsutil"
 )
 
 // Refs live outside the index, in one small text file rewritten atomically (temp,
@@ -222,7 +224,7 @@ func (s *Store) UpdateRef(r RefName, old, new ID, message string) error {
 	if err := s.appendReflog(entry); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(s.refsPath(), encodeRefs(refs)); err != nil {
+	if err := fsutil.WriteFileAtomic(s.refsPath(), encodeRefs(refs)); err != nil {
 		return fmt.Errorf("write refs: %w", err)
 	}
 	return nil

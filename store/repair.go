@@ -8,6 +8,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/heft-dev/heft/store/internal/fsutil"
 	"github.com/heft-dev/heft/store/internal/pack"
 )
 
@@ -88,7 +89,7 @@ func (s *Store) RepairIndex() (*RepairResult, error) {
 	if err := os.Rename(tmp, s.idx.path); err != nil {
 		return nil, fmt.Errorf("repair index: %w", err)
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := fsutil.SyncDir(s.dir); err != nil {
 		return nil, err
 	}
 	return res, nil

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/heft-dev/heft/store/internal/fsutil"
 )
 
 // Version is the heft version recorded in commit provenance.
@@ -136,10 +138,10 @@ func (s *Store) create() error {
 		}
 	}
 	cfg, _ := json.Marshal(storeConfig{Format: storeFormat, Version: 1})
-	if err := writeFileAtomic(filepath.Join(s.dir, "config"), append(cfg, '\n')); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(s.dir, "config"), append(cfg, '\n')); err != nil {
 		return fmt.Errorf("create store %s: %w", s.dir, err)
 	}
-	return syncDir(filepath.Dir(s.dir))
+	return fsutil.SyncDir(filepath.Dir(s.dir))
 }
 
 // Dir returns the store's directory.

@@ -1,10 +1,10 @@
 package pack
 
 import (
-	"errors"
 	"io"
 	"os"
-	"syscall"
+
+	"github.com/heft-dev/heft/store/internal/fsutil"
 )
 
 // tempFile is what the Writer needs from its temporary file. It is an
@@ -33,23 +33,5 @@ var (
 		return f, nil
 	}
 	renameFile = os.Rename
-	syncDir    = syncDirOS
+	syncDir    = fsutil.SyncDir
 )
-
-// syncDirOS fsyncs a directory so that entries created or renamed in it
-// survive power loss; without it a renamed pack may vanish after a crash
-// even though its data was synced (pebble's memfs_crashable case).
-func syncDirOS(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	// Some filesystems and platforms cannot fsync a directory (EINVAL,
-	// ENOTSUP). There is nothing stronger to do there; restic's local
-	// backend ignores the same errors.
-	if err != nil && (errors.Is(err, errors.ErrUnsupported) || errors.Is(err, syscall.EINVAL)) {
-		err = nil
-	}
-	return errors.Join(err, d.Close())
-}

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"unsafe"
+
+	"github.com/heft-dev/heft/store/internal/fsutil"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -138,7 +140,7 @@ func TestFinishDurabilityOrder(t *testing.T) {
 		default:
 			t.Errorf("fsync of unexpected directory %s", d)
 		}
-		return syncDirOS(d)
+		return fsutil.SyncDir(d)
 	}
 
 	w, err := NewWriter(dir)
