@@ -69,7 +69,7 @@ func (s *Store) decodeDelta(id ID, loc Location, stored, dst []byte) ([]byte, er
 	if baseLoc.Codec == codecDelta || baseLoc.RawLen != loc.RawLen {
 		return dst, fmt.Errorf("delta base chunk %s is not a plain chunk of %d bytes", base.Short(), loc.RawLen)
 	}
-	baseData, _, err := s.readLocated(base, baseLoc, nil, nil)
+	baseData, err := s.readLocated(base, baseLoc, nil)
 	if err != nil {
 		return dst, fmt.Errorf("delta base: %w", err)
 	}
@@ -151,7 +151,7 @@ func (sess *session) deltaBases(units []unit, missing []int) (map[ID]deltaBaseCh
 
 var (
 	xorPool       = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
-	decodeBufPool = sync.Pool{New: func() any { return &[2][]byte{} }}
+	decodeBufPool = sync.Pool{New: func() any { return new([]byte) }}
 )
 
 // encodeDelta codes data as its XOR with the base chunk when that is smaller than
@@ -160,10 +160,10 @@ func (sess *session) encodeDelta(id ID, data []byte, hint chunkcodec.Hint, base 
 	if base.loc.RawLen != uint64(len(data)) || len(data) == 0 {
 		return sess.encode(id, KindChunk, data, hint)
 	}
-	bufs := decodeBufPool.Get().(*[2][]byte)
-	defer decodeBufPool.Put(bufs)
-	baseData, stored, err := sess.s.readLocated(base.id, base.loc, bufs[0], bufs[1])
-	bufs[0], bufs[1] = baseData[:0], stored[:0]
+	bp := decodeBufPool.Get().(*[]byte)
+	defer decodeBufPool.Put(bp)
+	baseData, err := sess.s.readLocated(base.id, base.loc, (*bp)[:0])
+	*bp = baseData[:0]
 	if err != nil {
 		return writeReq{}, fmt.Errorf("read delta base %s: %w", base.id.Short(), err)
 	}

@@ -218,7 +218,7 @@ func (s *Store) writeFile(ctx context.Context, f *File, out io.WriterAt, prog *p
 	// keeps that bottleneck busy while the other cores decode, instead of parking
 	// decoders on the inode lock. window bounds the decoded chunks in flight.
 	type decoded struct {
-		bufs *[2][]byte
+		buf  *[]byte
 		data []byte
 	}
 	// The window's buffers are allocated once per file and recycled: fresh multi-MiB
@@ -230,25 +230,25 @@ func (s *Store) writeFile(ctx context.Context, f *File, out io.WriterAt, prog *p
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	type job struct {
-		i    int
-		bufs *[2][]byte
+		i   int
+		buf *[]byte
 	}
 	next := make(chan job)
-	free := make(chan *[2][]byte, window)
+	free := make(chan *[]byte, window)
 	for range window {
-		free <- &[2][]byte{}
+		free <- new([]byte)
 	}
 	g.Go(func() error {
 		defer close(next)
 		for i := range layout {
-			var bufs *[2][]byte
+			var buf *[]byte
 			select {
-			case bufs = <-free:
+			case buf = <-free:
 			case <-gctx.Done():
 				return gctx.Err()
 			}
 			select {
-			case next <- job{i, bufs}:
+			case next <- job{i, buf}:
 			case <-gctx.Done():
 				return gctx.Err()
 			}
@@ -259,12 +259,12 @@ func (s *Store) writeFile(ctx context.Context, f *File, out io.WriterAt, prog *p
 		g.Go(func() error {
 			for j := range next {
 				p := layout[j.i]
-				data, stored, err := s.readLocated(p.chunk.ID, locs[p.chunk.ID], j.bufs[0], j.bufs[1])
-				j.bufs[0], j.bufs[1] = data[:0], stored[:0]
+				data, err := s.readLocated(p.chunk.ID, locs[p.chunk.ID], (*j.buf)[:0])
+				*j.buf = data[:0]
 				if err != nil {
 					return err
 				}
-				slots[j.i] <- decoded{j.bufs, data}
+				slots[j.i] <- decoded{j.buf, data}
 			}
 			return nil
 		})
@@ -278,7 +278,7 @@ func (s *Store) writeFile(ctx context.Context, f *File, out io.WriterAt, prog *p
 				return gctx.Err()
 			}
 			_, err := out.WriteAt(d.data, p.off)
-			free <- d.bufs
+			free <- d.buf
 			if err != nil {
 				return err
 			}

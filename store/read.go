@@ -83,15 +83,15 @@ func releaseMapped(m []byte, loc Location) {
 
 // readLocated reads, decodes and verifies the object id stored at loc, appending the
 // decoded bytes to dst[:0]. Stored bytes are read from a mapping of the pack (no
-// copy); scratch is returned unused for callers that recycle it.
-func (s *Store) readLocated(id ID, loc Location, dst, scratch []byte) (out []byte, _ []byte, err error) {
+// copy), so dst is the only buffer a caller recycles.
+func (s *Store) readLocated(id ID, loc Location, dst []byte) (out []byte, err error) {
 	m, err := s.packMap(loc.Pack)
 	if err != nil {
 		var ie *IntegrityError
 		if errors.As(err, &ie) {
 			ie.ID, ie.Kind = id, loc.Kind
 		}
-		return dst, scratch, err
+		return dst, err
 	}
 	path := s.packPath(loc.Pack)
 	// A pack truncated behind the store's back would fault on access: turn that
@@ -106,10 +106,10 @@ func (s *Store) readLocated(id ID, loc Location, dst, scratch []byte) (out []byt
 	defer releaseMapped(m, loc)
 	stored, err := pack.StoredInMap(m, path, e)
 	if err != nil {
-		return dst, scratch, &IntegrityError{ID: id, Kind: loc.Kind, Pack: path, Err: err}
+		return dst, &IntegrityError{ID: id, Kind: loc.Kind, Pack: path, Err: err}
 	}
 	if loc.RawLen > 1<<40 {
-		return dst, scratch, &IntegrityError{ID: id, Kind: loc.Kind, Pack: path, Reason: "implausible decoded length"}
+		return dst, &IntegrityError{ID: id, Kind: loc.Kind, Pack: path, Reason: "implausible decoded length"}
 	}
 	if loc.Codec == codecDelta {
 		out, err = s.decodeDelta(id, loc, stored, dst)
@@ -117,12 +117,12 @@ func (s *Store) readLocated(id ID, loc Location, dst, scratch []byte) (out []byt
 		out, err = chunkcodec.Decode(chunkcodec.ID(loc.Codec), dst, stored, int(loc.RawLen))
 	}
 	if err != nil {
-		return dst, scratch, &IntegrityError{ID: id, Kind: loc.Kind, Pack: path, Reason: "cannot decode", Err: err}
+		return dst, &IntegrityError{ID: id, Kind: loc.Kind, Pack: path, Reason: "cannot decode", Err: err}
 	}
 	if Sum(out) != id {
-		return out, scratch, &IntegrityError{ID: id, Kind: loc.Kind, Pack: path, Reason: "content does not match its hash"}
+		return out, &IntegrityError{ID: id, Kind: loc.Kind, Pack: path, Reason: "content does not match its hash"}
 	}
-	return out, scratch, nil
+	return out, nil
 }
 
 // locate returns the index location of one object.
@@ -143,7 +143,7 @@ func (s *Store) readObject(id ID) ([]byte, Kind, error) {
 	if !ok {
 		return nil, 0, &IntegrityError{ID: id, Kind: KindChunk, Reason: "object is missing from the index"}
 	}
-	data, _, err := s.readLocated(id, loc, nil, nil)
+	data, err := s.readLocated(id, loc, nil)
 	return data, loc.Kind, err
 }
 

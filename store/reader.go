@@ -102,7 +102,7 @@ func (r *FileReader) chunk(i int) ([]byte, error) {
 	}
 	r.mu.Unlock()
 	pc := r.layout[i]
-	data, _, err := r.s.readLocated(pc.chunk.ID, r.locs[pc.chunk.ID], nil, nil)
+	data, err := r.s.readLocated(pc.chunk.ID, r.locs[pc.chunk.ID], nil)
 	if err != nil {
 		return nil, err
 	}

@@ -223,10 +223,10 @@ func (s *Store) verifyData(ctx context.Context, byPack map[ID][]Location, locIDs
 	jobs := make(chan job)
 	for range s.opts.Workers {
 		g.Go(func() error {
-			var dst, scratch []byte
+			var dst []byte
 			for j := range jobs {
 				var err error
-				dst, scratch, err = s.readLocated(j.id, j.loc, dst[:0], scratch[:0])
+				dst, err = s.readLocated(j.id, j.loc, dst[:0])
 				mu.Lock()
 				res.BytesRead += int64(j.loc.StoredLen)
 				prog.add(int64(j.loc.StoredLen))
