@@ -2,13 +2,10 @@ package cli
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -155,11 +152,11 @@ func RunDemo(ctx context.Context, dir string, out io.Writer, human bool) (*DemoR
 
 // sameFiles compares two directory trees by the sha256 of every file.
 func sameFiles(a, b string) (bool, int, error) {
-	ha, err := treeHashes(a)
+	ha, err := modelgen.TreeSHA256(a)
 	if err != nil {
 		return false, 0, err
 	}
-	hb, err := treeHashes(b)
+	hb, err := modelgen.TreeSHA256(b)
 	if err != nil {
 		return false, 0, err
 	}
@@ -172,36 +169,4 @@ func sameFiles(a, b string) (bool, int, error) {
 		}
 	}
 	return true, len(hb), nil
-}
-
-// treeHashes maps each file's relative path to its sha256.
-func treeHashes(root string) (map[string]string, error) {
-	out := map[string]string{}
-	var paths []string
-	err := filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
-		if err != nil || info.IsDir() {
-			return err
-		}
-		paths = append(paths, p)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	sort.Strings(paths)
-	for _, p := range paths {
-		f, err := os.Open(p)
-		if err != nil {
-			return nil, err
-		}
-		h := sha256.New()
-		_, err = io.Copy(h, f)
-		f.Close()
-		if err != nil {
-			return nil, err
-		}
-		rel, _ := filepath.Rel(root, p)
-		out[filepath.ToSlash(rel)] = hex.EncodeToString(h.Sum(nil))
-	}
-	return out, nil
 }

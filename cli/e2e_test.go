@@ -2,11 +2,8 @@ package cli_test
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -71,19 +68,10 @@ func mustHeft(t testing.TB, storeDir string, args ...string) result {
 
 func hashTree(t testing.TB, root string) map[string]string {
 	t.Helper()
-	out := map[string]string{}
-	filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
-		if err != nil || info.IsDir() {
-			return err
-		}
-		f, _ := os.Open(p)
-		defer f.Close()
-		h := sha256.New()
-		io.Copy(h, f)
-		rel, _ := filepath.Rel(root, p)
-		out[rel] = hex.EncodeToString(h.Sum(nil))
-		return nil
-	})
+	out, err := modelgen.TreeSHA256(root)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return out
 }
 

@@ -2,10 +2,7 @@ package store
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -44,24 +41,7 @@ func importDir(t testing.TB, s *Store, dir, ref string) *ImportResult {
 // treeHashes maps every file under root to its sha256.
 func treeHashes(t testing.TB, root string) map[string]string {
 	t.Helper()
-	out := map[string]string{}
-	err := filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
-		if err != nil || info.IsDir() {
-			return err
-		}
-		f, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		h := sha256.New()
-		if _, err := io.Copy(h, f); err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		out[filepath.ToSlash(rel)] = hex.EncodeToString(h.Sum(nil))
-		return nil
-	})
+	out, err := modelgen.TreeSHA256(root)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package modelgen
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,21 +45,9 @@ func readTensors(t *testing.T, dir string) (map[string]safetensors.TensorInfo, m
 }
 
 // hashFiles returns the SHA-256 of every file under dir, by relative path.
-func hashFiles(t *testing.T, dir string) map[string][32]byte {
+func hashFiles(t *testing.T, dir string) map[string]string {
 	t.Helper()
-	sums := make(map[string][32]byte)
-	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, path)
-		sums[rel] = sha256.Sum256(b)
-		return nil
-	})
+	sums, err := TreeSHA256(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
