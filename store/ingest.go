@@ -211,9 +211,6 @@ func (sess *session) encode(id ID, kind Kind, data []byte, hint chunkcodec.Hint)
 			storedPool.Put(buf)
 			return writeReq{}, fmt.Errorf("compress %s %s: %w", kind, id.Short(), err)
 		}
-		if codec == chunkcodec.Raw && (len(stored) == 0 || &stored[0] == &data[0]) {
-			stored = append((*buf)[:0], data...)
-		}
 	}
 	*buf = stored
 	return writeReq{id: id, kind: kind, codec: uint8(codec), rawLen: uint64(len(data)), stored: buf}, nil

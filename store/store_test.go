@@ -78,7 +78,9 @@ func TestDedupAndStats(t *testing.T) {
 	if limit := rr.LogicalBytes / 100; rr.Stats.PackBytes >= limit {
 		t.Errorf("reshard added %d bytes, want < 1%% of %d", rr.Stats.PackBytes, rr.LogicalBytes)
 	}
-	if rt.Stats.PackBytes < rb.Stats.PackBytes/2 {
+	// The fine-tune's weights changed, so it stores real data even though it is
+	// delta-coded against the base (about half the base's size for this generator).
+	if rt.Stats.PackBytes < rb.Stats.PackBytes/4 {
 		t.Errorf("fine-tune added only %d bytes (base %d): its weights changed", rt.Stats.PackBytes, rb.Stats.PackBytes)
 	}
 
@@ -116,6 +118,9 @@ func TestDedupAndStats(t *testing.T) {
 	for _, ch := range d.Changed {
 		if ch.RelL2 <= 0 || ch.RelL2 > 0.5 {
 			t.Errorf("diff %s: relative L2 %g", ch.Name, ch.RelL2)
+		}
+		if ch.SharedBytes != 0 { // every chunk of a changed tensor is new
+			t.Errorf("diff %s: changed tensor shares %d bytes with the base", ch.Name, ch.SharedBytes)
 		}
 	}
 
