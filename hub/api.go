@@ -89,19 +89,8 @@ func (h *handler) repoInfo(w http.ResponseWriter, r *http.Request, repo string, 
 		rev = strings.Join(segs, "/")
 	}
 	note(r, slog.String("repo", repo), slog.String("revision", rev))
-	if rev == "" {
-		failRepos(w, r, ErrRevisionNotFound, repo, rev)
-		return
-	}
-	c, err := h.resolve(repo, rev)
-	if err != nil {
-		failRepos(w, r, err, repo, rev)
-		return
-	}
-	note(r, slog.String("commit", c.ID))
-	s, err := h.snaps.get(c.ID)
-	if err != nil {
-		failRepos(w, r, err, repo, rev)
+	c, s, ok := h.snapshotAt(w, r, repo, rev)
+	if !ok {
 		return
 	}
 	blobs := queryBool(r.URL.Query().Get("blobs"))
@@ -277,22 +266,11 @@ func (h *handler) pathsInfo(w http.ResponseWriter, r *http.Request, repo string,
 		}
 		paths = r.PostForm["paths"]
 	}
-	if rev == "" {
-		failRepos(w, r, ErrRevisionNotFound, repo, rev)
+	c, s, ok := h.snapshotAt(w, r, repo, rev)
+	if !ok {
 		return
 	}
-	c, err := h.resolve(repo, rev)
-	if err != nil {
-		failRepos(w, r, err, repo, rev)
-		return
-	}
-	note(r, slog.String("commit", c.ID))
 	w.Header().Set("X-Repo-Commit", c.ID)
-	s, err := h.snaps.get(c.ID)
-	if err != nil {
-		failRepos(w, r, err, repo, rev)
-		return
-	}
 	out := []treeEntryJSON{}
 	seen := map[string]bool{}
 	for _, p := range paths {
@@ -352,4 +330,25 @@ func (h *handler) whoami(w http.ResponseWriter, r *http.Request) {
 			},
 		},
 	})
+}
+
+// snapshotAt resolves repo at revision rev and loads that commit's file snapshot,
+// answering the request with the matching error when either step fails.
+func (h *handler) snapshotAt(w http.ResponseWriter, r *http.Request, repo, rev string) (Commit, *snapshot, bool) {
+	if rev == "" {
+		failRepos(w, r, ErrRevisionNotFound, repo, rev)
+		return Commit{}, nil, false
+	}
+	c, err := h.resolve(repo, rev)
+	if err != nil {
+		failRepos(w, r, err, repo, rev)
+		return Commit{}, nil, false
+	}
+	note(r, slog.String("commit", c.ID))
+	s, err := h.snaps.get(c.ID)
+	if err != nil {
+		failRepos(w, r, err, repo, rev)
+		return Commit{}, nil, false
+	}
+	return c, s, true
 }
