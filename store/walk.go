@@ -20,8 +20,6 @@ type walker struct {
 	// onMissing, when set, is called instead of failing when an object cannot be
 	// loaded; the walk then skips that subtree.
 	onMissing func(id ID, kind Kind, err error)
-	onTensor  func(id ID, t *Tensor)
-	onFile    func(id ID, f *File)
 }
 
 func newWalker(s *Store) *walker { return &walker{s: s, seen: map[ID]Kind{}} }
@@ -84,9 +82,6 @@ func (w *walker) file(id ID) error {
 	if err != nil {
 		return w.fail(id, KindFile, err)
 	}
-	if w.onFile != nil {
-		w.onFile(id, f)
-	}
 	if f.Header != nil {
 		w.seen[f.Header.ID] = KindChunk
 	}
@@ -109,9 +104,6 @@ func (w *walker) tensor(id ID) error {
 	t, err := w.s.LoadTensor(id)
 	if err != nil {
 		return w.fail(id, KindTensor, err)
-	}
-	if w.onTensor != nil {
-		w.onTensor(id, t)
 	}
 	for _, c := range t.Chunks {
 		w.seen[c.ID] = KindChunk
