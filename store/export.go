@@ -11,10 +11,12 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// placedChunk is a chunk at its offset in a file.
+// placedChunk is a piece of a file at its offset: a chunk, or a whole tensor stored
+// as a recipe (then chunk.ID is the tensor's ID and recipe is the tensor).
 type placedChunk struct {
-	off   int64
-	chunk ChunkRef
+	off    int64
+	chunk  ChunkRef
+	recipe *Tensor
 }
 
 // fileLayout places every chunk of a file at its offset. For a safetensors file the
@@ -37,6 +39,11 @@ func (s *Store) fileLayout(f *File) ([]placedChunk, error) {
 			if err != nil {
 				return nil, fmt.Errorf("tensor %q: %w", ft.Name, err)
 			}
+			if t.Recipe != nil {
+				out = append(out, placedChunk{off: off, chunk: ChunkRef{ID: ft.Tensor, Size: t.Size}, recipe: t})
+				off += int64(t.Size)
+				continue
+			}
 			for _, c := range t.Chunks {
 				place(c)
 			}
@@ -52,6 +59,43 @@ func (s *Store) fileLayout(f *File) ([]placedChunk, error) {
 		return nil, fmt.Errorf("%w: chunks add up to %d bytes, file object says %d", ErrIntegrity, off, f.Size)
 	}
 	return out, nil
+}
+
+// locateLayout looks up the index locations of a layout's chunks and checks that
+// each is present with the size the file expects.
+func (s *Store) locateLayout(layout []placedChunk) (map[ID]Location, error) {
+	ids := make([]ID, 0, len(layout))
+	for _, p := range layout {
+		if p.recipe == nil {
+			ids = append(ids, p.chunk.ID)
+		}
+	}
+	locs, err := s.idx.lookup(ids)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range layout {
+		if p.recipe != nil {
+			continue
+		}
+		loc, ok := locs[p.chunk.ID]
+		if !ok {
+			return nil, &IntegrityError{ID: p.chunk.ID, Kind: KindChunk, Reason: "chunk is missing from the index"}
+		}
+		if loc.RawLen != p.chunk.Size {
+			return nil, &IntegrityError{ID: p.chunk.ID, Kind: KindChunk, Reason: fmt.Sprintf("index says %d bytes, file expects %d", loc.RawLen, p.chunk.Size)}
+		}
+	}
+	return locs, nil
+}
+
+// readPiece decodes one piece of a layout into dst[:0] (reusing its capacity):
+// a chunk is read and verified, a recipe tensor is evaluated and verified.
+func (s *Store) readPiece(p placedChunk, locs map[ID]Location, dst []byte) ([]byte, error) {
+	if p.recipe != nil {
+		return s.tensorBytes(p.chunk.ID, p.recipe, dst[:0])
+	}
+	return s.readLocated(p.chunk.ID, locs[p.chunk.ID], dst)
 }
 
 // ExportResult is what an export wrote.
@@ -196,22 +240,9 @@ func (s *Store) writeFile(ctx context.Context, f *File, out io.WriterAt, prog *p
 			return err
 		}
 	}
-	ids := make([]ID, len(layout))
-	for i, p := range layout {
-		ids[i] = p.chunk.ID
-	}
-	locs, err := s.idx.lookup(ids)
+	locs, err := s.locateLayout(layout)
 	if err != nil {
 		return err
-	}
-	for _, p := range layout {
-		loc, ok := locs[p.chunk.ID]
-		if !ok {
-			return &IntegrityError{ID: p.chunk.ID, Kind: KindChunk, Reason: "chunk is missing from the index"}
-		}
-		if loc.RawLen != p.chunk.Size {
-			return &IntegrityError{ID: p.chunk.ID, Kind: KindChunk, Reason: fmt.Sprintf("index says %d bytes, file expects %d", loc.RawLen, p.chunk.Size)}
-		}
 	}
 	// Workers decode and verify chunks; one writer writes them in file order. Writes
 	// into one file serialize in the kernel anyway, and a single sequential writer
@@ -259,7 +290,7 @@ func (s *Store) writeFile(ctx context.Context, f *File, out io.WriterAt, prog *p
 		g.Go(func() error {
 			for j := range next {
 				p := layout[j.i]
-				data, err := s.readLocated(p.chunk.ID, locs[p.chunk.ID], (*j.buf)[:0])
+				data, err := s.readPiece(p, locs, (*j.buf)[:0])
 				*j.buf = data[:0]
 				if err != nil {
 					return err

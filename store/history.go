@@ -201,7 +201,11 @@ func (s *Store) Show(ref string) (*ShowResult, error) {
 					codecs["missing"] = true
 				}
 			}
-			tv := TensorView{Name: ft.Name, File: e.Path, ID: ft.Tensor, DType: t.DType, Shape: t.Shape, Bytes: t.Size, Stored: stored, How: describeCodecs(codecs)}
+			how := describeCodecs(codecs)
+			if t.Recipe != nil {
+				how = "recipe (" + t.Recipe.Op + ")"
+			}
+			tv := TensorView{Name: ft.Name, File: e.Path, ID: ft.Tensor, DType: t.DType, Shape: t.Shape, Bytes: t.Size, Stored: stored, How: how}
 			for _, r := range shared[ft.Tensor] {
 				if !self[r] {
 					tv.SharedBy = append(tv.SharedBy, r)

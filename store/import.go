@@ -325,7 +325,8 @@ func (h *fileHasher) finish() (sha, git string) {
 	return sha, git
 }
 
-// importFile stores one file and returns its file object's ID and tensor count.
+// importFile stores one file of the source directory and returns its file object's
+// ID and tensor count.
 func (s *Store) importFile(sess *session, f sourceFile, base *baseModel, prog *progress) (ID, int, error) {
 	fh, err := os.Open(f.abs)
 	if err != nil {
@@ -335,25 +336,51 @@ func (s *Store) importFile(sess *session, f sourceFile, base *baseModel, prog *p
 	if st, err := fh.Stat(); err != nil || st.Size() != f.size {
 		return ID{}, 0, fmt.Errorf("%w: %s changed during import", ErrInput, f.rel)
 	}
+	id, _, err := s.storeFile(sess, fileInput{rel: f.rel, size: f.size, header: f.header, r: fh}, base, prog)
+	if err != nil {
+		return ID{}, 0, err
+	}
+	n := 0
+	if f.header != nil {
+		n = len(f.header.Tensors)
+	}
+	return id, n, nil
+}
+
+// fileInput is one file to store: exactly size bytes arrive on r, in order. header
+// is the parsed safetensors header (its bytes are still the first ones on r), or nil
+// for any other file.
+type fileInput struct {
+	rel    string
+	size   int64
+	header *safetensors.Header
+	r      io.Reader
+}
+
+// storeFile chunks, dedups and stores one file and its file object.
+func (s *Store) storeFile(sess *session, f fileInput, base *baseModel, prog *progress) (ID, *File, error) {
 	// Two buffers alternate: the file hasher reads one while the next is filled.
 	bufs := [2][]byte{make([]byte, s.batchBytes()), make([]byte, s.batchBytes())}
 	hasher := newFileHasher(f.size)
 	obj := File{Size: uint64(f.size)}
-	var ntensors int
+	var err error
 	if f.header != nil {
 		obj.Format = FormatSafetensors
-		ntensors = len(f.header.Tensors)
-		err = s.importSafetensors(sess, fh, f, &obj, hasher, bufs, base, prog)
+		err = s.importSafetensors(sess, f, &obj, hasher, bufs, base, prog)
 	} else {
 		obj.Format = FormatBlob
-		err = s.importBlob(sess, fh, f, &obj, hasher, bufs, prog)
+		err = s.importBlob(sess, f, &obj, hasher, bufs, prog)
 	}
 	obj.SHA256, obj.GitSHA = hasher.finish()
 	if err != nil {
-		return ID{}, 0, err
+		return ID{}, nil, err
 	}
 	id, err := sess.put(KindFile, &obj)
-	return id, ntensors, err
+	if err != nil {
+		return ID{}, nil, err
+	}
+	sess.noteFile(obj.SHA256, id)
+	return id, &obj, nil
 }
 
 // tensorUnit is one chunk of a safetensors file: the header or a piece of a tensor.
@@ -364,7 +391,7 @@ type tensorUnit struct {
 	base     ID // the base model's chunk at the same place, if any
 }
 
-func (s *Store) importSafetensors(sess *session, fh *os.File, f sourceFile, obj *File, hasher *fileHasher, bufs [2][]byte, base *baseModel, prog *progress) error {
+func (s *Store) importSafetensors(sess *session, f fileInput, obj *File, hasher *fileHasher, bufs [2][]byte, base *baseModel, prog *progress) error {
 	h := f.header
 	units := []tensorUnit{{off: 0, len: h.DataStart(), tensor: -1}}
 	cs := int64(s.opts.ChunkSize)
@@ -377,7 +404,7 @@ func (s *Store) importSafetensors(sess *session, fh *os.File, f sourceFile, obj 
 		}
 	}
 	chunkIDs := make([]ID, len(units))
-	r := io.NewSectionReader(fh, 0, f.size)
+	r := f.r
 	batchCap := int64(len(bufs[0]))
 	for start, turn := 0, 0; start < len(units); turn ^= 1 {
 		end, n := start, int64(0)
@@ -391,7 +418,7 @@ func (s *Store) importSafetensors(sess *session, fh *os.File, f sourceFile, obj 
 		}
 		buf = buf[:n]
 		if _, err := io.ReadFull(r, buf); err != nil {
-			return fmt.Errorf("%w: reading %s: %v (file changed during import?)", ErrInput, f.rel, err)
+			return fmt.Errorf("%w: reading %s: %v (input shorter than %d bytes, or changed while read)", ErrInput, f.rel, err, f.size)
 		}
 		hasher.write(buf)
 		batch := make([]unit, 0, end-start)
@@ -428,8 +455,8 @@ func (s *Store) importSafetensors(sess *session, fh *os.File, f sourceFile, obj 
 	return nil
 }
 
-func (s *Store) importBlob(sess *session, fh *os.File, f sourceFile, obj *File, hasher *fileHasher, bufs [2][]byte, prog *progress) error {
-	ck := chunker.New(io.NewSectionReader(fh, 0, f.size), chunker.DefaultParams())
+func (s *Store) importBlob(sess *session, f fileInput, obj *File, hasher *fileHasher, bufs [2][]byte, prog *progress) error {
+	ck := chunker.New(io.LimitReader(f.r, f.size), chunker.DefaultParams())
 	batchCap := len(bufs[0])
 	var read int64
 	for turn := 0; ; turn ^= 1 {
@@ -471,7 +498,7 @@ func (s *Store) importBlob(sess *session, fh *os.File, f sourceFile, obj *File, 
 		}
 	}
 	if read != f.size {
-		return fmt.Errorf("%w: %s changed during import (read %d of %d bytes)", ErrInput, f.rel, read, f.size)
+		return fmt.Errorf("%w: %s: read %d of %d bytes (input ended early, or changed while read)", ErrInput, f.rel, read, f.size)
 	}
 	if obj.Chunks == nil {
 		obj.Chunks = []ChunkRef{}

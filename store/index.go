@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -191,7 +192,7 @@ func createIndex(path string, timeout time.Duration) error {
 		return err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketObjects, bucketPacks, bucketMeta} {
+		for _, name := range [][]byte{bucketObjects, bucketPacks, bucketMeta, bucketFiles} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -275,4 +276,73 @@ func forEachObject(tx *bolt.Tx, fn func(id ID, loc Location) error) error {
 		}
 		return fn(id, loc)
 	})
+}
+
+// bucketFiles maps a file's content SHA-256 (32 bytes) to a file object with that
+// content, so a file the store already has (an upload, a pull) is recognised by the
+// hash clients know it by. Like the rest of the index it is a cache: repair rebuilds
+// it from the file objects in the packs.
+var bucketFiles = []byte("files")
+
+func encodeFileRecord(id ID) []byte {
+	b := make([]byte, 36)
+	copy(b, id[:])
+	binary.LittleEndian.PutUint32(b[32:], crc32.Checksum(b[:32], castagnoli))
+	return b
+}
+
+func decodeFileRecord(b []byte) (ID, error) {
+	if len(b) != 36 || crc32.Checksum(b[:32], castagnoli) != binary.LittleEndian.Uint32(b[32:]) {
+		return ID{}, fmt.Errorf("%w: index record of a file hash fails its checksum", ErrIndexCorrupt)
+	}
+	return ID(b[:32]), nil
+}
+
+// putFileSHAs records sha256 (hex) → file object for each entry.
+func putFileSHAs(tx *bolt.Tx, files map[string]ID) error {
+	if len(files) == 0 {
+		return nil
+	}
+	b, err := tx.CreateBucketIfNotExists(bucketFiles)
+	if err != nil {
+		return err
+	}
+	for sha, id := range files {
+		key, err := hex.DecodeString(sha)
+		if err != nil || len(key) != 32 {
+			return fmt.Errorf("index file hash %q: not a hex SHA-256", sha)
+		}
+		if err := b.Put(key, encodeFileRecord(id)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (ix *index) addFileSHAs(files map[string]ID) error {
+	if len(files) == 0 {
+		return nil
+	}
+	return ix.update(func(tx *bolt.Tx) error { return putFileSHAs(tx, files) })
+}
+
+// fileBySHA returns the file object recorded for a content hash.
+func (ix *index) fileBySHA(sha []byte) (ID, bool, error) {
+	var id ID
+	var ok bool
+	err := ix.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketFiles)
+		if b == nil {
+			return nil
+		}
+		v := b.Get(sha)
+		if v == nil {
+			return nil
+		}
+		var err error
+		id, err = decodeFileRecord(v)
+		ok = err == nil
+		return err
+	})
+	return id, ok, err
 }

@@ -31,12 +31,15 @@ type IngestStats struct {
 type session struct {
 	s      *Store
 	ctx    context.Context
+	cancel context.CancelFunc
+	g      *errgroup.Group
 	writes chan writeReq
 
 	mu      sync.Mutex
-	known   map[ID]bool // +checklocks:mu: present in the index or claimed by this session
-	stats   IngestStats // +checklocks:mu
-	packErr error       // +checklocks:mu
+	known   map[ID]bool   // +checklocks:mu: present in the index or claimed by this session
+	files   map[string]ID // +checklocks:mu: sha256 → file object, for the index once durable
+	stats   IngestStats   // +checklocks:mu
+	packErr error         // +checklocks:mu
 }
 
 type writeReq struct {
@@ -51,11 +54,23 @@ var storedPool = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return
 
 // withSession runs fn with a write session and then makes everything durable.
 func (s *Store) withSession(ctx context.Context, fn func(*session) error) (IngestStats, error) {
+	sess := s.beginSession(ctx)
+	if err := fn(sess); err != nil {
+		_, _ = sess.abort()
+		return sess.statsNow(), err
+	}
+	return sess.finish()
+}
+
+// beginSession starts a write session whose packer runs until finish or abort. The
+// caller must call exactly one of them.
+func (s *Store) beginSession(ctx context.Context) *session {
 	g, gctx := errgroup.WithContext(ctx)
-	sess := &session{s: s, ctx: gctx, writes: make(chan writeReq, 2*s.opts.Workers), known: map[ID]bool{}}
+	cctx, cancel := context.WithCancel(gctx)
+	sess := &session{s: s, ctx: cctx, cancel: cancel, g: g, writes: make(chan writeReq, 2*s.opts.Workers), known: map[ID]bool{}}
 	pk := &packer{s: s, sess: sess, entries: map[ID]Location{}}
 	g.Go(func() error {
-		err := pk.run(gctx, sess.writes)
+		err := pk.run(cctx, sess.writes)
 		if err != nil {
 			sess.mu.Lock()
 			sess.packErr = err
@@ -63,14 +78,47 @@ func (s *Store) withSession(ctx context.Context, fn func(*session) error) (Inges
 		}
 		return err
 	})
-	g.Go(func() error {
-		defer close(sess.writes)
-		return fn(sess)
-	})
-	err := g.Wait()
+	return sess
+}
+
+// finish makes everything the session wrote durable and indexed.
+func (sess *session) finish() (IngestStats, error) {
+	close(sess.writes)
+	err := sess.g.Wait()
+	sess.cancel()
+	if err == nil {
+		sess.mu.Lock()
+		files := sess.files
+		sess.mu.Unlock()
+		// The objects are indexed; now they may be found by content hash.
+		err = sess.s.idx.addFileSHAs(files)
+	}
+	return sess.statsNow(), err
+}
+
+// noteFile records that the file object id has content sha256.
+func (sess *session) noteFile(sha256 string, id ID) {
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
-	return sess.stats, err
+	if sess.files == nil {
+		sess.files = map[string]ID{}
+	}
+	sess.files[sha256] = id
+}
+
+// abort stops the session: the pack in progress is removed; packs already
+// published stay, unreferenced, for gc.
+func (sess *session) abort() (IngestStats, error) {
+	sess.cancel()
+	close(sess.writes)
+	err := sess.g.Wait()
+	return sess.statsNow(), err
+}
+
+func (sess *session) statsNow() IngestStats {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	return sess.stats
 }
 
 // unit is one piece of data offered to a session with the hint its codec needs and,

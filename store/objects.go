@@ -52,11 +52,26 @@ type ChunkRef struct {
 
 // Tensor is a tensor's content: its identity does not include its name, so the same
 // weights under another name or in another file are stored once.
+//
+// A tensor is stored either as data (Chunks) or, when it is a deterministic function
+// of other stored tensors, as a Recipe with no chunks.
 type Tensor struct {
 	DType  string     `json:"dtype"`
 	Shape  []uint64   `json:"shape"`
 	Size   uint64     `json:"size"`
 	Chunks []ChunkRef `json:"chunks"`
+	Recipe *Recipe    `json:"recipe,omitempty"`
+}
+
+// Recipe derives a tensor's bytes from other tensors (see codec/recipe): reading the
+// tensor evaluates Op on the Inputs' bytes and checks the result against Output.
+// Recipes are one level deep: every input is stored as data, never as a recipe, so
+// a read decodes chunks and runs one op.
+type Recipe struct {
+	Op     string            `json:"op"`
+	Params map[string]string `json:"params,omitempty"`
+	Inputs []ID              `json:"inputs"`
+	Output ID                `json:"output"` // BLAKE3-256 of the bytes Op must produce
 }
 
 // File formats.

@@ -33,18 +33,9 @@ func (s *Store) OpenFile(id ID) (*FileReader, error) {
 	if err != nil {
 		return nil, err
 	}
-	ids := make([]ID, len(layout))
-	for i, p := range layout {
-		ids[i] = p.chunk.ID
-	}
-	locs, err := s.idx.lookup(ids)
+	locs, err := s.locateLayout(layout)
 	if err != nil {
 		return nil, err
-	}
-	for _, p := range layout {
-		if loc, ok := locs[p.chunk.ID]; !ok || loc.RawLen != p.chunk.Size {
-			return nil, &IntegrityError{ID: p.chunk.ID, Kind: KindChunk, Reason: "chunk is missing from the index or has the wrong size"}
-		}
 	}
 	return &FileReader{s: s, size: int64(f.Size), layout: layout, locs: locs, cacheAt: -1}, nil
 }
@@ -102,7 +93,7 @@ func (r *FileReader) chunk(i int) ([]byte, error) {
 	}
 	r.mu.Unlock()
 	pc := r.layout[i]
-	data, err := r.s.readLocated(pc.chunk.ID, r.locs[pc.chunk.ID], nil)
+	data, err := r.s.readPiece(pc, r.locs, nil)
 	if err != nil {
 		return nil, err
 	}

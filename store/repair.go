@@ -76,6 +76,9 @@ func (s *Store) RepairIndex() (*RepairResult, error) {
 			return tx.Bucket(bucketPacks).Put(id[:], packRecord{Size: uint64(info.Size()), Entries: uint64(len(entries))}.encode())
 		})
 	})
+	if err == nil {
+		err = s.rebuildFileSHAs(db)
+	}
 	if cerr := db.Close(); err == nil {
 		err = cerr
 	}
@@ -105,4 +108,39 @@ func syncFile(path string) error {
 		err = cerr
 	}
 	return err
+}
+
+// rebuildFileSHAs fills the content-hash bucket of a rebuilt index from the file
+// objects it lists. A file object that cannot be read is left out (verify reports it).
+func (s *Store) rebuildFileSHAs(db *bolt.DB) error {
+	files := map[string]ID{}
+	var locs []struct {
+		id  ID
+		loc Location
+	}
+	err := db.View(func(tx *bolt.Tx) error {
+		return forEachObject(tx, func(id ID, loc Location) error {
+			if loc.Kind == KindFile {
+				locs = append(locs, struct {
+					id  ID
+					loc Location
+				}{id, loc})
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	for _, l := range locs {
+		data, err := s.readLocated(l.id, l.loc, nil)
+		if err != nil {
+			continue
+		}
+		var f File
+		if decodeObject(KindFile, data, &f) == nil && f.SHA256 != "" {
+			files[f.SHA256] = l.id
+		}
+	}
+	return db.Update(func(tx *bolt.Tx) error { return putFileSHAs(tx, files) })
 }

@@ -11,6 +11,8 @@ import (
 //	logical      every file of every ref's head commit, as a user would see on disk
 //	after file dedup    each distinct file once
 //	after tensor dedup  each distinct tensor once, plus each distinct header and blob file
+//	after recipes       less the tensors stored as recipes (their inputs' chunks, when
+//	                    no model reaches them otherwise, are counted in the next stages)
 //	after chunk dedup   each distinct chunk once (raw)
 //	after delta         delta chunks at their stored size, plus the raw size of
 //	                    base chunks kept only because deltas name them
@@ -21,6 +23,8 @@ type Stats struct {
 	LogicalBytes     int64       `json:"logical_bytes"`
 	AfterFileDedup   int64       `json:"after_file_dedup_bytes"`
 	AfterTensorDedup int64       `json:"after_tensor_dedup_bytes"`
+	AfterRecipes     int64       `json:"after_recipes_bytes"`
+	RecipeTensors    int         `json:"recipe_tensors"`
 	AfterChunkDedup  int64       `json:"after_chunk_dedup_bytes"`
 	AfterDelta       int64       `json:"after_delta_bytes"`
 	DeltaChunks      int         `json:"delta_chunks"`
@@ -89,6 +93,7 @@ func (s *Store) Stats(only []RefName) (*Stats, error) {
 	chunkDType := map[ID]string{}
 	seenFiles := map[ID]bool{}
 	seenTensors := map[ID]bool{}
+	var recipeBytes int64
 	chunkRaw := map[ID]uint64{}
 	chunkUsers := map[ID]int{}
 	perModelChunks := make([]map[ID]bool, len(refs))
@@ -130,6 +135,22 @@ func (s *Store) Stats(only []RefName) (*Stats, error) {
 				if err != nil {
 					return nil, fmt.Errorf("ref %s: %s: tensor %q: %w", r.Ref, e.Path, ft.Name, err)
 				}
+				if t.Recipe != nil {
+					if !seenTensors[ft.Tensor] {
+						seenTensors[ft.Tensor] = true
+						st.AfterTensorDedup += int64(t.Size)
+						recipeBytes += int64(t.Size)
+						st.RecipeTensors++
+					}
+					for _, in := range t.Recipe.Inputs {
+						it, err := s.LoadTensor(in)
+						if err != nil {
+							return nil, fmt.Errorf("ref %s: %s: tensor %q: recipe input: %w", r.Ref, e.Path, ft.Name, err)
+						}
+						chunks = append(chunks, it.Chunks...)
+					}
+					continue
+				}
 				if !seenTensors[ft.Tensor] {
 					seenTensors[ft.Tensor] = true
 					st.AfterTensorDedup += int64(t.Size)
@@ -153,6 +174,7 @@ func (s *Store) Stats(only []RefName) (*Stats, error) {
 		st.Models = append(st.Models, ms)
 		perModelChunks[i] = mine
 	}
+	st.AfterRecipes = st.AfterTensorDedup - recipeBytes
 	st.Files, st.Tensors, st.Chunks = len(seenFiles), len(seenTensors), len(chunkRaw)
 	stored := map[ID]int64{}
 	locs := map[ID]Location{}

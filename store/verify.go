@@ -186,10 +186,34 @@ func (s *Store) Verify(ctx context.Context, opts VerifyOptions) (*VerifyResult, 
 		}
 	}
 
-	// 3. Read every byte.
+	// 3. Read every byte, and recompute every recipe from its inputs.
 	if opts.ReadData {
 		if err := s.verifyData(ctx, byPack, locIDs, damaged, addDamage, res, opts.Progress); err != nil {
 			return nil, err
+		}
+		for _, id := range w.recipes {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			if _, bad := damaged[id]; bad {
+				continue
+			}
+			t, err := s.LoadTensor(id)
+			if err != nil {
+				addDamage(id, KindTensor, "", err.Error())
+				continue
+			}
+			if _, err := s.evalRecipe(id, t, make([]byte, t.Size)); err != nil {
+				var ie *IntegrityError
+				if !errors.As(err, &ie) {
+					return nil, err
+				}
+				if ie.ID == id {
+					addDamage(id, KindTensor, "", ie.Reason)
+				} else if _, known := damaged[ie.ID]; !known {
+					addDamage(ie.ID, ie.Kind, ie.Pack, ie.Error())
+				}
+			}
 		}
 	}
 
@@ -342,7 +366,21 @@ func (s *Store) attributeDamage(refs []RefEntry, damaged map[ID]*Damage) error {
 					if err != nil {
 						continue
 					}
-					for _, c := range t.Chunks {
+					chunks := t.Chunks
+					if t.Recipe != nil {
+						chunks = nil
+						for _, in := range t.Recipe.Inputs {
+							if d := hit(in); d != nil {
+								add(&d.Refs, ref)
+								add(&d.Files, where)
+								add(&d.Tensors, tensorWhere)
+							}
+							if it, err := s.LoadTensor(in); err == nil {
+								chunks = append(chunks, it.Chunks...)
+							}
+						}
+					}
+					for _, c := range chunks {
 						if d := hit(c.ID); d != nil {
 							add(&d.Refs, ref)
 							add(&d.Files, where)

@@ -17,6 +17,8 @@ func (s *Store) hold() (func(), error) {
 type walker struct {
 	s    *Store
 	seen map[ID]Kind
+	// recipes lists the reachable tensors stored as recipes.
+	recipes []ID
 	// onMissing, when set, is called instead of failing when an object cannot be
 	// loaded; the walk then skips that subtree.
 	onMissing func(id ID, kind Kind, err error)
@@ -107,6 +109,16 @@ func (w *walker) tensor(id ID) error {
 	}
 	for _, c := range t.Chunks {
 		w.seen[c.ID] = KindChunk
+	}
+	if t.Recipe != nil {
+		w.recipes = append(w.recipes, id)
+		// A recipe needs its inputs: gc keeps them and verify checks them, even
+		// when no ref names them any more.
+		for _, in := range t.Recipe.Inputs {
+			if err := w.tensor(in); err != nil {
+				return fmt.Errorf("recipe input %s: %w", in.Short(), err)
+			}
+		}
 	}
 	return nil
 }

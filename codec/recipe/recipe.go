@@ -1,0 +1,108 @@
+// Package recipe evaluates the deterministic derivations heft can store instead of
+// their output: a recipe names an op, its parameters and its input tensors, and Eval
+// recomputes the output bytes. The store keeps the output's hash beside the recipe
+// and checks every evaluation against it, so a recipe is only as good as Eval is
+// deterministic: every op here gives the same bytes on every machine, whatever the
+// number of cores (the kernels in codec/quant split rows, never reductions).
+//
+// Ops and their parameters:
+//
+//   - "dequant": one quantized module → its dense weight. Params: "scheme" (the
+//     JSON of a quant.Scheme), "roles" (comma-separated quant.Role of each input, in
+//     input order), "out" and "in" (the weight's logical shape), "dtype" (the output
+//     dtype: BF16, F16 or F32). Bit-exact as codec/quant defines it.
+package recipe
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/heft-dev/heft/codec/quant"
+	"github.com/heft-dev/heft/codec/safetensors"
+)
+
+// Op names.
+const (
+	OpDequant = "dequant"
+)
+
+// ErrUnknownOp is returned for an op this version of heft cannot evaluate.
+var ErrUnknownOp = errors.New("recipe: unknown op")
+
+// Input is one input tensor of a recipe.
+type Input struct {
+	DType safetensors.DType
+	Shape []uint64
+	Data  []byte
+}
+
+// Eval computes a recipe's output into dst, which must have exactly the output's
+// size, and returns it. Inputs are not modified.
+func Eval(op string, params map[string]string, inputs []Input, dst []byte) ([]byte, error) {
+	switch op {
+	case OpDequant:
+		return evalDequant(params, inputs, dst)
+	}
+	return nil, fmt.Errorf("%w %q", ErrUnknownOp, op)
+}
+
+// DequantParams describes the dequantization of mod, whose tensors are given in the
+// order of roles, as recipe parameters.
+func DequantParams(mod quant.Module, roles []quant.Role, dtype safetensors.DType) (map[string]string, error) {
+	scheme, err := json.Marshal(mod.Scheme)
+	if err != nil {
+		return nil, err
+	}
+	rs := make([]string, len(roles))
+	for i, r := range roles {
+		rs[i] = string(r)
+	}
+	return map[string]string{
+		"scheme": string(scheme),
+		"roles":  strings.Join(rs, ","),
+		"out":    strconv.Itoa(mod.Out),
+		"in":     strconv.Itoa(mod.In),
+		"dtype":  string(dtype),
+	}, nil
+}
+
+func evalDequant(params map[string]string, inputs []Input, dst []byte) ([]byte, error) {
+	var mod quant.Module
+	if err := json.Unmarshal([]byte(params["scheme"]), &mod.Scheme); err != nil {
+		return nil, fmt.Errorf("recipe dequant: scheme: %w", err)
+	}
+	var err error
+	if mod.Out, err = strconv.Atoi(params["out"]); err != nil {
+		return nil, fmt.Errorf("recipe dequant: out: %w", err)
+	}
+	if mod.In, err = strconv.Atoi(params["in"]); err != nil {
+		return nil, fmt.Errorf("recipe dequant: in: %w", err)
+	}
+	dtype, err := safetensors.ParseDType(params["dtype"])
+	if err != nil {
+		return nil, fmt.Errorf("recipe dequant: %w", err)
+	}
+	roles := strings.Split(params["roles"], ",")
+	if len(roles) != len(inputs) {
+		return nil, fmt.Errorf("recipe dequant: %d roles for %d inputs", len(roles), len(inputs))
+	}
+	mod.Prefix = "recipe"
+	mod.Tensors = make(map[quant.Role]safetensors.TensorInfo, len(inputs))
+	data := make(map[quant.Role][]byte, len(inputs))
+	for i, r := range roles {
+		role := quant.Role(r)
+		if _, dup := data[role]; dup {
+			return nil, fmt.Errorf("recipe dequant: role %s given twice", r)
+		}
+		in := inputs[i]
+		mod.Tensors[role] = safetensors.TensorInfo{Name: "recipe." + r, DType: in.DType, Shape: in.Shape, End: uint64(len(in.Data))}
+		data[role] = in.Data
+	}
+	if err := quant.DequantizeInto(dst, mod, data, dtype); err != nil {
+		return nil, fmt.Errorf("recipe dequant: %w", err)
+	}
+	return dst, nil
+}
