@@ -16,6 +16,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/heft-dev/heft/ops"
 	"github.com/heft-dev/heft/store"
 )
 
@@ -61,6 +62,7 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			cmdInit(), cmdImport(), cmdExport(), cmdLs(), cmdLog(), cmdShow(), cmdDiff(),
 			cmdTag(), cmdRm(), cmdStats(), cmdVerify(), cmdGC(), cmdRepair(), cmdServe(), cmdDemo(),
+			cmdDequant(), cmdLineage(),
 		},
 	}
 	return app
@@ -167,7 +169,8 @@ func ExitCode(err error) int {
 		return ExitOK
 	case errors.Is(err, store.ErrIntegrity):
 		return ExitIntegrity
-	case errors.As(err, &ue), errors.Is(err, store.ErrInput), errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrConflict):
+	case errors.As(err, &ue), errors.Is(err, store.ErrInput), errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrConflict),
+		errors.Is(err, ops.ErrInput):
 		return ExitInput
 	}
 	// urfave/cli reports unknown commands as ExitCoder errors with code 3, which
