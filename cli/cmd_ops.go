@@ -65,6 +65,48 @@ func cmdDequant() *cli.Command {
 	}
 }
 
+func cmdQuantize() *cli.Command {
+	return &cli.Command{
+		Name:      "quantize",
+		Usage:     "write a quantized model (fp8-block, int8 or w4a16) that vLLM loads",
+		ArgsUsage: "REF",
+		Flags: commonFlags(
+			&cli.StringFlag{Name: "name", Aliases: []string{"n"}, Usage: "ref to write, NAME[:TAG]", Required: true},
+			&cli.StringFlag{Name: "scheme", Usage: "fp8-block, int8 or w4a16", Required: true},
+			&cli.StringFlag{Name: "format", Value: "compressed-tensors", Usage: "compressed-tensors, or fp8 (native block FP8 with weight_scale_inv; fp8-block only)"},
+			&cli.IntFlag{Name: "group-size", Usage: "w4a16: input columns per scale (default 128; -1: one scale per row)"},
+			&cli.BoolFlag{Name: "asymmetric", Usage: "w4a16: store zero points (W4A16_ASYM)"},
+			&cli.StringFlag{Name: "scale-dtype", Usage: "dtype of the scales: BF16, F16 or F32 (default: the weight's dtype; BF16 for native fp8)"},
+			&cli.StringSliceFlag{Name: "ignore", Usage: "module to leave unquantized (name or re:REGEX); repeatable"},
+			&cli.BoolFlag{Name: "skip-vllm-checks", Usage: "allow shapes vLLM's kernels refuse (small test models)"},
+			&cli.BoolFlag{Name: "materialize", Usage: "store the quantized tensors as data instead of recipes"},
+			&cli.StringFlag{Name: "message", Aliases: []string{"m"}, Usage: "commit message"},
+			deviceFlag(),
+		),
+		Action: withStore(1, "quantize takes one REF", func(c *cli.Context, e *env, s *store.Store) error {
+			if err := checkDevice(c); err != nil {
+				return err
+			}
+			start := time.Now()
+			res, err := ops.Quantize(c.Context, storeops.New(s), ops.QuantizeOptions{
+				Source: c.Args().First(), Name: c.String("name"), Scheme: c.String("scheme"), Format: c.String("format"),
+				GroupSize: c.Int("group-size"), Asymmetric: c.Bool("asymmetric"), ScaleDType: c.String("scale-dtype"),
+				Ignore: c.StringSlice("ignore"), SkipVLLMChecks: c.Bool("skip-vllm-checks"),
+				Materialize: c.Bool("materialize"), Message: c.String("message"),
+			})
+			if err != nil {
+				return err
+			}
+			if e.json {
+				return e.printJSON(res)
+			}
+			fmt.Fprintf(e.stdout, "%s %s\n", res.Commit, res.Ref)
+			fmt.Fprintf(e.stdout, "%s; %d tensors copied, in %.1fs\n", res.Scheme, res.Copied, time.Since(start).Seconds())
+			return nil
+		}),
+	}
+}
+
 func cmdLineage() *cli.Command {
 	return &cli.Command{
 		Name:      "lineage",

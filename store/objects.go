@@ -65,8 +65,8 @@ type Tensor struct {
 
 // Recipe derives a tensor's bytes from other tensors (see codec/recipe): reading the
 // tensor evaluates Op on the Inputs' bytes and checks the result against Output.
-// Recipes are one level deep: every input is stored as data, never as a recipe, so
-// a read decodes chunks and runs one op.
+// An input may itself be a recipe (a bridge dequantized from an FP8 model that is a
+// recipe over its BF16 base), up to MaxRecipeDepth recipes in a chain.
 type Recipe struct {
 	Op     string            `json:"op"`
 	Params map[string]string `json:"params,omitempty"`

@@ -24,22 +24,32 @@ func (s *Store) TensorBytes(id ID) ([]byte, error) {
 
 // tensorBytes returns t's bytes in dst (reallocated when too small).
 func (s *Store) tensorBytes(id ID, t *Tensor, dst []byte) ([]byte, error) {
+	return s.tensorBytesAt(id, t, dst, 0)
+}
+
+// MaxRecipeDepth bounds chains of recipes (a recipe whose input is a recipe…): a
+// bridge dequantized from an FP8 model that is itself a recipe over its BF16 base
+// is two deep. Bounded chains keep the cost of a read bounded.
+const MaxRecipeDepth = 3
+
+// tensorBytesAt is tensorBytes for a tensor depth recipes down a chain.
+func (s *Store) tensorBytesAt(id ID, t *Tensor, dst []byte, depth int) ([]byte, error) {
 	if cap(dst) < int(t.Size) {
 		dst = make([]byte, t.Size)
 	}
 	dst = dst[:t.Size]
 	if t.Recipe != nil {
-		return s.evalRecipe(id, t, dst)
+		if depth >= MaxRecipeDepth {
+			return nil, &IntegrityError{ID: id, Kind: KindTensor, Reason: fmt.Sprintf("recipe chain deeper than %d", MaxRecipeDepth)}
+		}
+		return s.evalRecipeAt(id, t, dst, depth)
 	}
 	return s.readTensorData(id, t, dst)
 }
 
-// readTensorData reads the chunks of a data tensor into dst (exactly t.Size bytes),
+// readTensorData reads the chunks of a data tensor (no recipe) into dst (exactly t.Size bytes),
 // decoding chunks in parallel.
 func (s *Store) readTensorData(id ID, t *Tensor, dst []byte) ([]byte, error) {
-	if t.Recipe != nil {
-		return nil, &IntegrityError{ID: id, Kind: KindTensor, Reason: "a recipe's input is itself a recipe"}
-	}
 	ids := make([]ID, len(t.Chunks))
 	var total uint64
 	for i, c := range t.Chunks {
@@ -82,7 +92,11 @@ func (s *Store) readTensorData(id ID, t *Tensor, dst []byte) ([]byte, error) {
 
 // evalRecipe computes a recipe tensor into dst (exactly t.Size bytes) and checks it.
 func (s *Store) evalRecipe(id ID, t *Tensor, dst []byte) ([]byte, error) {
-	out, err := s.runRecipe(t.Recipe, dst[:t.Size])
+	return s.evalRecipeAt(id, t, dst, 0)
+}
+
+func (s *Store) evalRecipeAt(id ID, t *Tensor, dst []byte, depth int) ([]byte, error) {
+	out, err := s.runRecipe(t.Recipe, dst[:t.Size], depth)
 	if err != nil {
 		if errors.Is(err, recipe.ErrUnknownOp) || !errors.Is(err, errRecipeEval) {
 			return nil, fmt.Errorf("tensor %s: %w", id.Short(), err)
@@ -100,14 +114,14 @@ var errRecipeEval = errors.New("recipe evaluation failed")
 
 // runRecipe reads a recipe's inputs and evaluates it into dst, without checking the
 // result against the recipe's output hash.
-func (s *Store) runRecipe(r *Recipe, dst []byte) ([]byte, error) {
+func (s *Store) runRecipe(r *Recipe, dst []byte, depth int) ([]byte, error) {
 	inputs := make([]recipe.Input, len(r.Inputs))
 	for i, in := range r.Inputs {
 		it, err := s.LoadTensor(in)
 		if err != nil {
 			return nil, fmt.Errorf("recipe input %d: %w", i, err)
 		}
-		data, err := s.readTensorData(in, it, make([]byte, it.Size))
+		data, err := s.tensorBytesAt(in, it, nil, depth+1)
 		if err != nil {
 			return nil, fmt.Errorf("recipe input %d: %w", i, err)
 		}

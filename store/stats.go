@@ -142,13 +142,11 @@ func (s *Store) Stats(only []RefName) (*Stats, error) {
 						recipeBytes += int64(t.Size)
 						st.RecipeTensors++
 					}
-					for _, in := range t.Recipe.Inputs {
-						it, err := s.LoadTensor(in)
-						if err != nil {
-							return nil, fmt.Errorf("ref %s: %s: tensor %q: recipe input: %w", r.Ref, e.Path, ft.Name, err)
-						}
-						chunks = append(chunks, it.Chunks...)
+					inputs, err := s.recipeChunks(t.Recipe)
+					if err != nil {
+						return nil, fmt.Errorf("ref %s: %s: tensor %q: %w", r.Ref, e.Path, ft.Name, err)
 					}
+					chunks = append(chunks, inputs...)
 					continue
 				}
 				if !seenTensors[ft.Tensor] {
@@ -270,4 +268,25 @@ func (s *Store) Stats(only []RefName) (*Stats, error) {
 		st.Saving = 1 - float64(st.PhysicalBytes)/float64(st.LogicalBytes)
 	}
 	return st, nil
+}
+
+// recipeChunks lists the chunks of the data tensors a recipe chain reads.
+func (s *Store) recipeChunks(r *Recipe) ([]ChunkRef, error) {
+	var out []ChunkRef
+	for _, in := range r.Inputs {
+		t, err := s.LoadTensor(in)
+		if err != nil {
+			return nil, fmt.Errorf("recipe input %s: %w", in.Short(), err)
+		}
+		if t.Recipe == nil {
+			out = append(out, t.Chunks...)
+			continue
+		}
+		sub, err := s.recipeChunks(t.Recipe)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sub...)
+	}
+	return out, nil
 }

@@ -368,17 +368,14 @@ func (s *Store) attributeDamage(refs []RefEntry, damaged map[ID]*Damage) error {
 					}
 					chunks := t.Chunks
 					if t.Recipe != nil {
-						chunks = nil
 						for _, in := range t.Recipe.Inputs {
 							if d := hit(in); d != nil {
 								add(&d.Refs, ref)
 								add(&d.Files, where)
 								add(&d.Tensors, tensorWhere)
 							}
-							if it, err := s.LoadTensor(in); err == nil {
-								chunks = append(chunks, it.Chunks...)
-							}
 						}
+						chunks, _ = s.recipeChunks(t.Recipe)
 					}
 					for _, c := range chunks {
 						if d := hit(c.ID); d != nil {

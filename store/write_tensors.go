@@ -138,7 +138,7 @@ func (s *Store) WriteSafetensors(ctx context.Context, path string, metadata map[
 				if err := s.checkRecipeInputs(&r); err != nil {
 					return fmt.Errorf("tensor %q: %w", ti.Name, err)
 				}
-				out, err := s.runRecipe(&r, data)
+				out, err := s.runRecipe(&r, data, 0)
 				if err != nil {
 					return fmt.Errorf("tensor %q: %w", ti.Name, err)
 				}
@@ -194,20 +194,42 @@ func (s *Store) putTensorData(sess *session, ti safetensors.TensorInfo, data []b
 	return sess.put(KindTensor, &t)
 }
 
-// checkRecipeInputs refuses a recipe whose inputs are missing or are recipes
-// themselves (recipes are one level deep).
+// checkRecipeInputs refuses a recipe whose inputs are missing or whose chain of
+// recipes would be deeper than MaxRecipeDepth.
 func (s *Store) checkRecipeInputs(r *Recipe) error {
 	if len(r.Inputs) == 0 {
 		return fmt.Errorf("recipe %s has no inputs", r.Op)
 	}
+	d, err := s.recipeDepth(r, 1)
+	if err != nil {
+		return err
+	}
+	if d > MaxRecipeDepth {
+		return fmt.Errorf("recipe %s would chain %d recipes (at most %d)", r.Op, d, MaxRecipeDepth)
+	}
+	return nil
+}
+
+// recipeDepth is the length of the longest chain of recipes starting at r, which
+// is at depth d.
+func (s *Store) recipeDepth(r *Recipe, d int) (int, error) {
+	deepest := d
 	for _, in := range r.Inputs {
 		t, err := s.LoadTensor(in)
 		if err != nil {
-			return fmt.Errorf("recipe input %s: %w", in.Short(), err)
+			return 0, fmt.Errorf("recipe input %s: %w", in.Short(), err)
 		}
-		if t.Recipe != nil {
-			return fmt.Errorf("recipe input %s is itself a recipe", in.Short())
+		if t.Recipe == nil {
+			continue
 		}
+		if d >= MaxRecipeDepth {
+			return d + 1, nil
+		}
+		sub, err := s.recipeDepth(t.Recipe, d+1)
+		if err != nil {
+			return 0, err
+		}
+		deepest = max(deepest, sub)
 	}
-	return nil
+	return deepest, nil
 }

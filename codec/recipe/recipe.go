@@ -11,6 +11,9 @@
 //     JSON of a quant.Scheme), "roles" (comma-separated quant.Role of each input, in
 //     input order), "out" and "in" (the weight's logical shape), "dtype" (the output
 //     dtype: BF16, F16 or F32). Bit-exact as codec/quant defines it.
+//   - "quantize": one dense weight → one output tensor of its quantization. Params:
+//     "scheme" (the JSON of a quant.QuantizeScheme) and "role" (which output:
+//     codes, scale, zero_point or shape). Bit-exact as codec/quant defines it.
 package recipe
 
 import (
@@ -26,7 +29,8 @@ import (
 
 // Op names.
 const (
-	OpDequant = "dequant"
+	OpDequant  = "dequant"
+	OpQuantize = "quantize"
 )
 
 // ErrUnknownOp is returned for an op this version of heft cannot evaluate.
@@ -45,6 +49,8 @@ func Eval(op string, params map[string]string, inputs []Input, dst []byte) ([]by
 	switch op {
 	case OpDequant:
 		return evalDequant(params, inputs, dst)
+	case OpQuantize:
+		return evalQuantize(params, inputs, dst)
 	}
 	return nil, fmt.Errorf("%w %q", ErrUnknownOp, op)
 }
@@ -103,6 +109,33 @@ func evalDequant(params map[string]string, inputs []Input, dst []byte) ([]byte, 
 	}
 	if err := quant.DequantizeInto(dst, mod, data, dtype); err != nil {
 		return nil, fmt.Errorf("recipe dequant: %w", err)
+	}
+	return dst, nil
+}
+
+// QuantizeParams describes output role of quantizing a weight with qs.
+func QuantizeParams(qs quant.QuantizeScheme, role quant.Role) (map[string]string, error) {
+	scheme, err := json.Marshal(qs)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"scheme": string(scheme), "role": string(role)}, nil
+}
+
+func evalQuantize(params map[string]string, inputs []Input, dst []byte) ([]byte, error) {
+	var qs quant.QuantizeScheme
+	dec := json.NewDecoder(strings.NewReader(params["scheme"]))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&qs); err != nil {
+		return nil, fmt.Errorf("recipe quantize: scheme: %w", err)
+	}
+	if len(inputs) != 1 {
+		return nil, fmt.Errorf("recipe quantize: %d inputs, want the dense weight", len(inputs))
+	}
+	in := inputs[0]
+	w := safetensors.TensorInfo{Name: "recipe.weight", DType: in.DType, Shape: in.Shape, End: uint64(len(in.Data))}
+	if err := quant.QuantizeRoleInto(dst, qs, w, in.Data, quant.Role(params["role"])); err != nil {
+		return nil, fmt.Errorf("recipe quantize: %w", err)
 	}
 	return dst, nil
 }
