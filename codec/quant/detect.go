@@ -275,6 +275,13 @@ func isLinearCandidate(t safetensors.TensorInfo) bool {
 	default:
 		return false
 	}
+	return isLinearModuleName(module)
+}
+
+// isLinearModuleName reports whether a module whose ".weight" is 2-D is a
+// Linear layer by its name: not a norm (last component ending in "norm")
+// and not an embedding (a name containing "embed").
+func isLinearModuleName(module string) bool {
 	last := strings.ToLower(module[strings.LastIndexByte(module, '.')+1:])
 	return !strings.HasSuffix(last, "norm") && !strings.Contains(strings.ToLower(module), "embed")
 }

@@ -1,10 +1,11 @@
-// Package quant understands and dequantizes quantized checkpoints: it tells
+// Package quant understands, dequantizes and quantizes checkpoints: it tells
 // from config.json and the tensor list which format a model is stored in and
-// which modules are quantized ([Detect]), and turns one quantized module's
+// which modules are quantized ([Detect]), turns one quantized module's
 // tensors back into a dense BF16 weight ([DequantModule]), bit for bit as
-// shared/docs/formats.md §1.5, §5-§8 and §12 define it. Everything is a pure
-// function over byte slices, so the ops layer can stream tensors out of the
-// store into it one module at a time.
+// shared/docs/formats.md §1.5, §5-§8 and §12 define it, and quantizes dense
+// weights ([QuantizeWeight]). Everything is a pure function over byte
+// slices, so the ops layer can stream tensors out of the store into it one
+// module at a time.
 //
 // # Formats
 //
@@ -51,6 +52,21 @@
 // [DequantizeInto] reuses a caller's buffer: a fresh 32 MiB output costs
 // page faults that take longer than the dequantization itself, so a
 // streaming caller gets two to four times the throughput.
+//
+// # Quantizing
+//
+// [ParseQuantizeScheme] names what `heft quantize` writes: fp8-block
+// (FP8_BLOCK, compressed-tensors float-quantized, or native block FP8 with
+// --format fp8), int8 (W8A8 int-quantized) and w4a16 (W4A16 or W4A16_ASYM
+// pack-quantized), with group size, block size, symmetry and scale dtype as
+// options. [PlanQuantize] decides from the tensor list which weights are
+// quantized (2-D Linear weights, as llm-compressor's model_free_ptq picks
+// them) and lists every output tensor with the one input it is computed
+// from; [QuantizeWeight] computes a module's tensors, and [QuantizedConfig]
+// and [DequantizedConfig] edit config.json without disturbing the rest of
+// it. The arithmetic is compressed-tensors' calculate_qparams evaluated as
+// torch evaluates it in the scale dtype, then one float32 division and one
+// RNE per code; QuantizeWeight's documentation derives every rounding.
 //
 // # Packing
 //

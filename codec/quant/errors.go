@@ -17,6 +17,9 @@ var (
 	// missing or misshapen tensor, a wrong dtype, a malformed config field,
 	// data of the wrong length, an out-of-range index).
 	ErrInvalid = errors.New("quant: invalid")
+	// ErrNonFinite: a weight to quantize holds NaN or ±Inf, which no scale
+	// can represent. It wraps ErrInvalid.
+	ErrNonFinite = fmt.Errorf("%w: non-finite weight", ErrInvalid)
 )
 
 // Error describes what is wrong and where: Tensor names the tensor (or, for
