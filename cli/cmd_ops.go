@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -191,4 +192,166 @@ func printLineage(e *env, g *store.Lineage) {
 	}
 	walk(g.Root, 0, map[store.ID]bool{}, true)
 	walk(g.Root, 0, map[store.ID]bool{}, false)
+}
+
+func cmdLora() *cli.Command {
+	return &cli.Command{
+		Name:  "lora",
+		Usage: "extract LoRA adapters from a fine-tune, or merge one into a model",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "extract",
+				Usage: "write a PEFT adapter (vLLM-loadable) approximating TUNED − BASE by a truncated SVD",
+				Flags: commonFlags(
+					&cli.StringFlag{Name: "base", Usage: "base model REF (method a: the dense base; method b: its quantization)", Required: true},
+					&cli.StringFlag{Name: "tuned", Usage: "fine-tuned model REF", Required: true},
+					&cli.IntFlag{Name: "rank", Aliases: []string{"r"}, Usage: "LoRA rank (vLLM serves it with --max-lora-rank ≥ rank)", Required: true},
+					&cli.StringFlag{Name: "method", Value: "a", Usage: "a: subtract the dense base; b: subtract the dequantized quantized base"},
+					&cli.StringFlag{Name: "name", Aliases: []string{"n"}, Usage: "ref to write, NAME[:TAG]", Required: true},
+					&cli.StringFlag{Name: "dtype", Value: "BF16", Usage: "adapter tensor dtype: BF16 or F32"},
+					&cli.StringFlag{Name: "base-model-name", Usage: "base_model_name_or_path to record (default: the base REF)"},
+					&cli.Uint64Flag{Name: "seed", Usage: "seed of the randomized SVD"},
+					&cli.StringFlag{Name: "message", Aliases: []string{"m"}, Usage: "commit message"},
+					deviceFlag(),
+				),
+				Action: withStore(0, "lora extract takes no arguments (use --base, --tuned, --rank, --name)", func(c *cli.Context, e *env, s *store.Store) error {
+					if err := checkDevice(c); err != nil {
+						return err
+					}
+					start := time.Now()
+					res, err := ops.LoraExtract(c.Context, storeops.New(s), ops.LoraExtractOptions{
+						Base: c.String("base"), Tuned: c.String("tuned"), Name: c.String("name"), Rank: c.Int("rank"),
+						Method: c.String("method"), DType: c.String("dtype"), BaseName: c.String("base-model-name"),
+						Seed: c.Uint64("seed"), Message: c.String("message"),
+					})
+					if err != nil {
+						return err
+					}
+					if e.json {
+						return e.printJSON(res)
+					}
+					fmt.Fprintf(e.stdout, "%s %s\n", res.Commit, res.Ref)
+					fmt.Fprintf(e.stdout, "method %s, rank %d, %d modules in %.1fs: relative error mean %.4f, max %.4f\n",
+						res.Method, res.Rank, len(res.Modules), time.Since(start).Seconds(), res.MeanRelError, res.MaxRelError)
+					if len(res.Excluded) > 0 {
+						fmt.Fprintf(e.stdout, "left out (vLLM takes no LoRA on them): %d tensors carrying %.2f%% of the delta energy\n", len(res.Excluded), 100*res.ExcludedEnergyShare)
+						rows := [][]string{}
+						for _, ex := range res.Excluded {
+							rows = append(rows, []string{ex.Tensor, fmt.Sprintf("%.3f%%", 100*ex.EnergyShare), ex.Reason})
+						}
+						e.table([]string{"TENSOR", "ENERGY", "WHY"}, rows)
+					}
+					return nil
+				}),
+			},
+			{
+				Name:  "merge",
+				Usage: "write BASE + scaling·B·A for every module of a PEFT adapter (a quantized base is dequantized first)",
+				Flags: commonFlags(
+					&cli.StringFlag{Name: "base", Usage: "base model REF", Required: true},
+					&cli.StringFlag{Name: "adapter", Usage: "adapter REF", Required: true},
+					&cli.StringFlag{Name: "name", Aliases: []string{"n"}, Usage: "ref to write, NAME[:TAG]", Required: true},
+					&cli.StringFlag{Name: "message", Aliases: []string{"m"}, Usage: "commit message"},
+					deviceFlag(),
+				),
+				Action: withStore(0, "lora merge takes no arguments (use --base, --adapter, --name)", func(c *cli.Context, e *env, s *store.Store) error {
+					if err := checkDevice(c); err != nil {
+						return err
+					}
+					start := time.Now()
+					res, err := ops.LoraMerge(c.Context, storeops.New(s), ops.LoraMergeOptions{
+						Base: c.String("base"), Adapter: c.String("adapter"), Name: c.String("name"), Message: c.String("message"),
+					})
+					if err != nil {
+						return err
+					}
+					if e.json {
+						return e.printJSON(res)
+					}
+					fmt.Fprintf(e.stdout, "%s %s\n", res.Commit, res.Ref)
+					fmt.Fprintf(e.stdout, "merged %d modules (%d quantized weights dequantized) in %.1fs\n", res.Merged, res.Dequantized, time.Since(start).Seconds())
+					return nil
+				}),
+			},
+		},
+	}
+}
+
+func cmdAnalyze() *cli.Command {
+	return &cli.Command{
+		Name:  "analyze",
+		Usage: "weight-space report: LoRA energy by rank, spectrum, quantization noise vs the fine-tuning delta",
+		Flags: commonFlags(
+			&cli.StringFlag{Name: "base", Usage: "dense base model REF", Required: true},
+			&cli.StringFlag{Name: "tuned", Usage: "fine-tuned model REF", Required: true},
+			&cli.StringFlag{Name: "quantized", Usage: "a quantization of the base (default: quantize on the fly with --scheme)"},
+			&cli.StringFlag{Name: "scheme", Value: "fp8-block", Usage: "scheme for on-the-fly quantization noise: fp8-block, int8 or w4a16"},
+			&cli.IntSliceFlag{Name: "rank", Usage: "ranks to report energy at (repeatable; default 16, 64, 128, 256)"},
+			&cli.StringFlag{Name: "modules", Usage: "regular expression selecting modules"},
+			&cli.StringFlag{Name: "png", Usage: "write a plot of energy vs rank to this PNG file"},
+			&cli.Uint64Flag{Name: "seed", Usage: "seed of the randomized SVD"},
+			deviceFlag(),
+		),
+		Action: withStore(0, "analyze takes no arguments (use --base and --tuned)", func(c *cli.Context, e *env, s *store.Store) error {
+			if err := checkDevice(c); err != nil {
+				return err
+			}
+			opts := ops.AnalyzeOptions{Base: c.String("base"), Tuned: c.String("tuned"), Quantized: c.String("quantized"),
+				Scheme: c.String("scheme"), Ranks: c.IntSlice("rank"), Modules: c.String("modules"), Seed: c.Uint64("seed")}
+			var png *os.File
+			if p := c.String("png"); p != "" {
+				f, err := os.Create(p)
+				if err != nil {
+					return err
+				}
+				png = f
+				opts.PNG = f
+			}
+			res, err := ops.Analyze(c.Context, storeops.New(s), opts)
+			if png != nil {
+				if cerr := png.Close(); err == nil {
+					err = cerr
+				}
+				if err != nil {
+					os.Remove(png.Name())
+				}
+			}
+			if err != nil {
+				return err
+			}
+			if e.json {
+				return e.printJSON(res)
+			}
+			header := []string{"MODULE", "SHAPE", "|Δ|/|W|"}
+			for _, r := range res.Ranks {
+				header = append(header, fmt.Sprintf("E@%d", r))
+			}
+			header = append(header, "NOISE", "COS(N,Δ)", "COS(N,LORA)", "σ1..σ3")
+			rows := [][]string{}
+			for _, m := range res.Modules {
+				row := []string{m.Module, fmt.Sprintf("%dx%d", m.Out, m.In), fmt.Sprintf("%.4f", m.RelDelta)}
+				for _, en := range m.Energy {
+					row = append(row, fmt.Sprintf("%.3f", en))
+				}
+				var sv []string
+				for _, v := range m.Spectrum[:min(3, len(m.Spectrum))] {
+					sv = append(sv, fmt.Sprintf("%.3g", v))
+				}
+				row = append(row, fmt.Sprintf("%.4f", m.NoiseNorm), fmt.Sprintf("%+.5f", m.CosNoiseDelta), fmt.Sprintf("%+.5f", m.CosNoiseLoRA), strings.Join(sv, " "))
+				rows = append(rows, row)
+			}
+			e.table(header, rows)
+			fmt.Fprintf(e.stdout, "\nnoise from %s; mean energy %v at ranks %v; mean cos(noise, LoRA) %+.6f, max |cos| %.6f\n",
+				res.Noise, fmtFloats(res.MeanEnergy), res.Ranks, res.MeanCosNoiseLoRA, res.MaxAbsCosNoise)
+			return nil
+		}),
+	}
+}
+
+func fmtFloats(v []float64) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = fmt.Sprintf("%.3f", x)
+	}
+	return "[" + strings.Join(s, " ") + "]"
 }

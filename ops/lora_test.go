@@ -1,7 +1,9 @@
 package ops_test
 
 import (
+	"bytes"
 	"encoding/json"
+	stdpng "image/png"
 	"math"
 	"path/filepath"
 	"strings"
@@ -193,5 +195,40 @@ func TestLoraAdapterAndMerge(t *testing.T) {
 	}
 	if resQ.Merged != 14 || resQ.Dequantized != 14 {
 		t.Fatalf("merge onto FP8: %+v", resQ)
+	}
+}
+
+// TestAnalyze checks the weight-space report: the rank-8 structure of the
+// fine-tune shows in the energy, quantization noise is near-orthogonal to the
+// delta, and the PNG decodes.
+func TestAnalyze(t *testing.T) {
+	_, m, _, _ := loraFamily(t)
+	var png bytes.Buffer
+	res, err := ops.Analyze(ctx, m, ops.AnalyzeOptions{Base: "org/base", Tuned: "org/tuned", Ranks: []int{4, 8, 32}, PNG: &png})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Modules) != 14 {
+		t.Fatalf("%d modules", len(res.Modules))
+	}
+	for _, am := range res.Modules {
+		if !(am.Energy[0] < am.Energy[1] && am.Energy[1] <= am.Energy[2]) || am.Energy[2] > 1 {
+			t.Errorf("%s: energy %v not increasing", am.Module, am.Energy)
+		}
+		if math.Abs(am.CosNoiseLoRA) > 0.2 || am.NoiseNorm <= 0 {
+			t.Errorf("%s: cos(noise, lora) %.4f, noise %.4f", am.Module, am.CosNoiseLoRA, am.NoiseNorm)
+		}
+	}
+	t.Logf("mean energy at ranks %v: %.3f; mean cos(noise, LoRA) %.5f, max |cos| %.5f", res.Ranks, res.MeanEnergy, res.MeanCosNoiseLoRA, res.MaxAbsCosNoise)
+	if _, err := stdpng.Decode(&png); err != nil {
+		t.Fatalf("PNG: %v", err)
+	}
+	// The same noise from a stored quantization.
+	res2, err := ops.Analyze(ctx, m, ops.AnalyzeOptions{Base: "org/base", Tuned: "org/tuned", Quantized: "org/base-fp8", Ranks: []int{8}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(res2.Modules[0].NoiseNorm-res.Modules[0].NoiseNorm) > 1e-12 {
+		t.Errorf("noise from the stored FP8 model %.6f vs on the fly %.6f", res2.Modules[0].NoiseNorm, res.Modules[0].NoiseNorm)
 	}
 }
