@@ -48,13 +48,14 @@ func cmdImport() *cli.Command {
 			&cli.StringFlag{Name: "message", Aliases: []string{"m"}, Usage: "commit message"},
 			&cli.StringFlag{Name: "base", Usage: "model (REF) to delta-code changed tensors against (default: found automatically)"},
 			&cli.BoolFlag{Name: "no-delta", Usage: "store every tensor on its own, without a delta base"},
+			&cli.BoolFlag{Name: "no-recipes", Usage: "store tensors as data even when they are exact quantizations or dequantizations of a stored model"},
 		),
 		Action: func(c *cli.Context) error {
 			e := getEnv(c)
 			if c.NArg() != 1 {
 				return usagef("import takes one SRC (a model directory or a .safetensors file)")
 			}
-			return runImport(c, e, c.Args().First(), c.String("name"), store.ImportOptions{Message: c.String("message"), Base: c.String("base"), NoDelta: c.Bool("no-delta")})
+			return runImport(c, e, c.Args().First(), c.String("name"), store.ImportOptions{Message: c.String("message"), Base: c.String("base"), NoDelta: c.Bool("no-delta"), NoRecipes: c.Bool("no-recipes")})
 		},
 	}
 }
@@ -84,7 +85,8 @@ func runImport(c *cli.Context, e *env, src, name string, opts store.ImportOption
 			"commit": res.Commit, "ref": res.Ref.String(), "files": res.Files, "tensors": res.Tensors,
 			"logical_bytes": res.LogicalBytes, "new_pack_bytes": res.Stats.PackBytes,
 			"new_chunks": res.Stats.NewChunks, "chunks": res.Stats.Chunks, "delta_chunks": res.Stats.DeltaChunks,
-			"delta_base": res.DeltaBase, "seconds": elapsed.Seconds(),
+			"delta_base": res.DeltaBase, "recipe_tensors": res.RecipeTensors, "recipe_source": res.RecipeSource,
+			"seconds": elapsed.Seconds(),
 		})
 	}
 	fmt.Fprintf(e.stdout, "%s %s\n", res.Commit, res.Ref)
@@ -93,6 +95,9 @@ func runImport(c *cli.Context, e *env, src, name string, opts store.ImportOption
 		percent(res.Stats.PackBytes, res.LogicalBytes), elapsed.Seconds())
 	if res.DeltaBase != "" {
 		fmt.Fprintf(e.stdout, "delta base %s: %d of %d new chunks stored as deltas\n", res.DeltaBase, res.Stats.DeltaChunks, res.Stats.NewChunks)
+	}
+	if res.RecipeTensors > 0 {
+		fmt.Fprintf(e.stdout, "%d tensors are exact derivations of %s: stored as recipes\n", res.RecipeTensors, res.RecipeSource)
 	}
 	return nil
 }

@@ -10,7 +10,10 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/heft-dev/heft/codec/safetensors"
 	"github.com/heft-dev/heft/internal/modelgen"
+	"github.com/heft-dev/heft/internal/storeops"
+	"github.com/heft-dev/heft/ops"
 	"github.com/heft-dev/heft/store"
 )
 
@@ -77,7 +80,7 @@ func RunDemo(ctx context.Context, dir string, out io.Writer, human bool) (*DemoR
 		{"demo/qwen3-reshard", filepath.Join(models, "qwen3-demo-reshard"), "same tensors in 3 shards"},
 		{"demo/qwen3-tuned", filepath.Join(models, "qwen3-demo-tuned"), "full fine-tune, frozen embeddings"},
 		{"demo/qwen3-copy", filepath.Join(models, "qwen3-demo-copy"), "byte-identical copy of the base"},
-		{"demo/qwen3-fp8", filepath.Join(models, "qwen3-demo-fp8"), "FP8 E4M3 block-128 quantization"},
+		{"demo/qwen3-fp8", filepath.Join(models, "qwen3-demo-fp8"), "FP8 block-128, llm-compressor style"},
 	}
 	say("Generating a Qwen3-architecture family (%s per model) in %s ...", humanBytes(cfg.ParamBytes()), models)
 	if err := modelgen.WriteBase(base, cfg, modelgen.Options{Seed: 1, Shards: 2}); err != nil {
@@ -92,7 +95,9 @@ func RunDemo(ctx context.Context, dir string, out io.Writer, human bool) (*DemoR
 	if err := modelgen.CopyDir(base, family[3].dir); err != nil {
 		return nil, err
 	}
-	if err := modelgen.WriteFP8Block(base, family[4].dir); err != nil {
+	// BF16 scales and compressed-tensors' torch arithmetic, as llm-compressor
+	// writes a BF16 model: not heft's own rounding, so it is stored as data.
+	if err := modelgen.WriteFP8BlockWith(base, family[4].dir, modelgen.FP8BlockOptions{ScaleDType: safetensors.BF16}); err != nil {
 		return nil, err
 	}
 
@@ -113,6 +118,47 @@ func RunDemo(ctx context.Context, dir string, out io.Writer, human bool) (*DemoR
 		dm := DemoModel{Ref: m.ref, What: m.what, LogicalBytes: r.LogicalBytes, NewBytes: r.Stats.PackBytes, Seconds: time.Since(start).Seconds()}
 		res.Models = append(res.Models, dm)
 		rows = append(rows, []string{m.ref, m.what, humanBytes(dm.LogicalBytes), humanBytes(dm.NewBytes), percent(dm.NewBytes, dm.LogicalBytes), fmt.Sprintf("%.2fs", dm.Seconds)})
+	}
+	// Ops on the store: derived models cost what their recipes cost.
+	m := storeops.New(s)
+	derive := []struct {
+		ref, what string
+		run       func() error
+	}{
+		{"demo/qwen3-fp8-heft", "heft quantize base --scheme fp8-block", func() error {
+			_, err := ops.Quantize(ctx, m, ops.QuantizeOptions{Source: family[0].ref, Name: "demo/qwen3-fp8-heft", Scheme: "fp8-block"})
+			return err
+		}},
+		{"demo/qwen3-bridge", "heft dequant fp8 (BF16 bridge)", func() error {
+			_, err := ops.Dequant(ctx, m, ops.DequantOptions{Source: family[4].ref, Name: "demo/qwen3-bridge"})
+			return err
+		}},
+		{"demo/qwen3-lora", "heft lora extract tuned - base, rank 16", func() error {
+			_, err := ops.LoraExtract(ctx, m, ops.LoraExtractOptions{Base: family[0].ref, Tuned: family[2].ref, Name: "demo/qwen3-lora", Rank: 16})
+			return err
+		}},
+	}
+	for _, d := range derive {
+		before, err := s.Stats(nil)
+		if err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		if err := d.run(); err != nil {
+			return nil, fmt.Errorf("demo: %s: %w", d.what, err)
+		}
+		after, err := s.Stats(nil)
+		if err != nil {
+			return nil, err
+		}
+		dm := DemoModel{Ref: d.ref, What: d.what, NewBytes: after.PhysicalBytes - before.PhysicalBytes, Seconds: time.Since(start).Seconds()}
+		for _, ms := range after.Models {
+			if ms.Ref == d.ref+":"+store.DefaultTag {
+				dm.LogicalBytes = ms.LogicalBytes
+			}
+		}
+		res.Models = append(res.Models, dm)
+		rows = append(rows, []string{dm.Ref, dm.What, humanBytes(dm.LogicalBytes), humanBytes(dm.NewBytes), percent(dm.NewBytes, dm.LogicalBytes), fmt.Sprintf("%.2fs", dm.Seconds)})
 	}
 	if human {
 		fmt.Fprintln(out)

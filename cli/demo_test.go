@@ -39,6 +39,10 @@ func TestDemoFamily(t *testing.T) {
 	t.Logf("F8_E4M3 tensor data: %.4f; family physical/logical %.4f", f8.Ratio, float64(res.Stats.PhysicalBytes)/float64(res.Stats.LogicalBytes))
 	check("FP8 tensor data", f8.Ratio, 0.85)
 	check("whole family", float64(res.Stats.PhysicalBytes)/float64(res.Stats.LogicalBytes), 0.40)
+	// Derived models are recipes: under 1 % of their size.
+	for _, ref := range []string{"demo/qwen3-fp8-heft", "demo/qwen3-bridge"} {
+		check(ref+" (recipes)", ratio[ref], 0.01)
+	}
 	if ratio["demo/qwen3-copy"] > 0.001 || ratio["demo/qwen3-reshard"] > 0.01 {
 		t.Errorf("copy %.5f, reshard %.5f: want < 0.1 %% and < 1 %%", ratio["demo/qwen3-copy"], ratio["demo/qwen3-reshard"])
 	}

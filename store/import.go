@@ -34,6 +34,9 @@ type ImportOptions struct {
 	// autoBase); the choice is recorded in the commit's provenance.
 	Base    string
 	NoDelta bool
+	// NoRecipes stores every tensor as data even when it is exactly a quantization
+	// or dequantization of a stored model's tensors (see detectRecipes).
+	NoRecipes bool
 	// Provenance overrides the default {op: "import", source: SRC}.
 	Provenance *Provenance
 	// Progress, when set, is called with the bytes read so far and the total.
@@ -42,13 +45,16 @@ type ImportOptions struct {
 
 // ImportResult is what an import did.
 type ImportResult struct {
-	Commit       ID
-	Ref          RefName
-	Files        int
-	Tensors      int
-	DeltaBase    string // the model new chunks were delta-coded against, if any
-	LogicalBytes int64  // size of the imported files
-	Stats        IngestStats
+	Commit    ID
+	Ref       RefName
+	Files     int
+	Tensors   int
+	DeltaBase string // the model new chunks were delta-coded against, if any
+	// RecipeTensors tensors were stored as recipes over RecipeSource's tensors.
+	RecipeTensors int
+	RecipeSource  string
+	LogicalBytes  int64 // size of the imported files
+	Stats         IngestStats
 }
 
 // gitBlobLimit: the Hub keeps files up to 10 MB in git (above that, LFS), and its
@@ -99,6 +105,12 @@ func (s *Store) Import(ctx context.Context, src string, opts ImportOptions) (*Im
 			return nil, fmt.Errorf("choosing a delta base: %w", err)
 		}
 	}
+	var recipes *recipeSet
+	if !opts.NoRecipes {
+		if recipes, err = s.detectRecipes(files); err != nil {
+			return nil, fmt.Errorf("looking for recipes: %w", err)
+		}
+	}
 	res := &ImportResult{Ref: opts.Ref, Files: len(files)}
 	if base != nil {
 		res.DeltaBase = base.label
@@ -113,7 +125,7 @@ func (s *Store) Import(ctx context.Context, src string, opts ImportOptions) (*Im
 	stats, err := s.withSession(ctx, func(sess *session) error {
 		var manifest Manifest
 		for _, f := range files {
-			fileID, ntensors, err := s.importFile(sess, f, base, prog)
+			fileID, ntensors, err := s.importFile(sess, f, base, recipes, prog)
 			if err != nil {
 				return err
 			}
@@ -139,6 +151,17 @@ func (s *Store) Import(ctx context.Context, src string, opts ImportOptions) (*Im
 				prov.Inputs = append(prov.Inputs, base.commit)
 			}
 		}
+		if recipes != nil && recipes.hits > 0 {
+			prov.Params = maps.Clone(prov.Params)
+			if prov.Params == nil {
+				prov.Params = map[string]string{}
+			}
+			prov.Params["recipes"] = fmt.Sprintf("%d tensors as %s of %s", recipes.hits, recipes.op, recipes.label)
+			prov.Params["derived_op"] = recipes.op
+			if !slices.Contains(prov.Inputs, recipes.commit) {
+				prov.Inputs = append(prov.Inputs, recipes.commit)
+			}
+		}
 		c := Commit{Manifest: manifestID, Message: opts.Message, Time: s.now().UTC().Format(time.RFC3339Nano), Provenance: prov}
 		if !parent.IsZero() {
 			c.Parents = []ID{parent}
@@ -147,6 +170,9 @@ func (s *Store) Import(ctx context.Context, src string, opts ImportOptions) (*Im
 		return err
 	})
 	res.Stats = stats
+	if recipes != nil {
+		res.RecipeTensors, res.RecipeSource = recipes.hits, recipes.label
+	}
 	if err != nil {
 		return res, err
 	}
@@ -327,7 +353,7 @@ func (h *fileHasher) finish() (sha, git string) {
 
 // importFile stores one file of the source directory and returns its file object's
 // ID and tensor count.
-func (s *Store) importFile(sess *session, f sourceFile, base *baseModel, prog *progress) (ID, int, error) {
+func (s *Store) importFile(sess *session, f sourceFile, base *baseModel, recipes *recipeSet, prog *progress) (ID, int, error) {
 	fh, err := os.Open(f.abs)
 	if err != nil {
 		return ID{}, 0, fmt.Errorf("import %s: %w", f.rel, err)
@@ -336,7 +362,7 @@ func (s *Store) importFile(sess *session, f sourceFile, base *baseModel, prog *p
 	if st, err := fh.Stat(); err != nil || st.Size() != f.size {
 		return ID{}, 0, fmt.Errorf("%w: %s changed during import", ErrInput, f.rel)
 	}
-	id, _, err := s.storeFile(sess, fileInput{rel: f.rel, size: f.size, header: f.header, r: fh}, base, prog)
+	id, _, err := s.storeFile(sess, fileInput{rel: f.rel, size: f.size, header: f.header, r: fh}, base, recipes, prog)
 	if err != nil {
 		return ID{}, 0, err
 	}
@@ -358,7 +384,7 @@ type fileInput struct {
 }
 
 // storeFile chunks, dedups and stores one file and its file object.
-func (s *Store) storeFile(sess *session, f fileInput, base *baseModel, prog *progress) (ID, *File, error) {
+func (s *Store) storeFile(sess *session, f fileInput, base *baseModel, recipes *recipeSet, prog *progress) (ID, *File, error) {
 	// Two buffers alternate: the file hasher reads one while the next is filled.
 	bufs := [2][]byte{make([]byte, s.batchBytes()), make([]byte, s.batchBytes())}
 	hasher := newFileHasher(f.size)
@@ -366,7 +392,7 @@ func (s *Store) storeFile(sess *session, f fileInput, base *baseModel, prog *pro
 	var err error
 	if f.header != nil {
 		obj.Format = FormatSafetensors
-		err = s.importSafetensors(sess, f, &obj, hasher, bufs, base, prog)
+		err = s.importSafetensors(sess, f, &obj, hasher, bufs, base, recipes, prog)
 	} else {
 		obj.Format = FormatBlob
 		err = s.importBlob(sess, f, &obj, hasher, bufs, prog)
@@ -389,14 +415,21 @@ type tensorUnit struct {
 	tensor   int   // index into header.Tensors, -1 for the header
 	hint     chunkcodec.Hint
 	base     ID // the base model's chunk at the same place, if any
+	// recipe marks a whole tensor that a recipe may reproduce.
+	recipe bool
 }
 
-func (s *Store) importSafetensors(sess *session, f fileInput, obj *File, hasher *fileHasher, bufs [2][]byte, base *baseModel, prog *progress) error {
+func (s *Store) importSafetensors(sess *session, f fileInput, obj *File, hasher *fileHasher, bufs [2][]byte, base *baseModel, recipes *recipeSet, prog *progress) error {
 	h := f.header
 	units := []tensorUnit{{off: 0, len: h.DataStart(), tensor: -1}}
 	cs := int64(s.opts.ChunkSize)
 	for ti, t := range h.Tensors {
 		hint := chunkcodec.HintFor(string(t.DType))
+		if recipes.candidate(t.Name) != nil && t.End > t.Begin {
+			// Read whole, then stored as a recipe if the recipe reproduces it.
+			units = append(units, tensorUnit{off: h.DataStart() + int64(t.Begin), len: int64(t.End - t.Begin), tensor: ti, hint: hint, recipe: true})
+			continue
+		}
 		for k, off := 0, int64(t.Begin); off < int64(t.End); k, off = k+1, off+cs {
 			n := min(cs, int64(t.End)-off)
 			b := base.chunkFor(t.Name, string(t.DType), t.Shape, k, n)
@@ -404,11 +437,30 @@ func (s *Store) importSafetensors(sess *session, f fileInput, obj *File, hasher 
 		}
 	}
 	chunkIDs := make([]ID, len(units))
+	// Tensors read whole for a recipe: their object (a recipe, or data when the
+	// recipe did not reproduce them).
+	whole := map[int]ID{}
 	r := f.r
 	batchCap := int64(len(bufs[0]))
 	for start, turn := 0, 0; start < len(units); turn ^= 1 {
+		if u := units[start]; u.recipe {
+			buf := make([]byte, u.len)
+			if _, err := io.ReadFull(r, buf); err != nil {
+				return fmt.Errorf("%w: reading %s: %v (input shorter than %d bytes, or changed while read)", ErrInput, f.rel, err, f.size)
+			}
+			hasher.write(buf)
+			t := h.Tensors[u.tensor]
+			id, err := s.storeWholeTensor(sess, t, buf, recipes.candidate(t.Name), base, recipes)
+			if err != nil {
+				return fmt.Errorf("import %s: tensor %q: %w", f.rel, t.Name, err)
+			}
+			whole[u.tensor] = id
+			prog.add(u.len)
+			start++
+			continue
+		}
 		end, n := start, int64(0)
-		for end < len(units) && (end == start || n+units[end].len <= batchCap) {
+		for end < len(units) && !units[end].recipe && (end == start || n+units[end].len <= batchCap) {
 			n += units[end].len
 			end++
 		}
@@ -442,13 +494,19 @@ func (s *Store) importSafetensors(sess *session, f fileInput, obj *File, hasher 
 		tensors[ti] = Tensor{DType: string(t.DType), Shape: append([]uint64{}, t.Shape...), Size: t.End - t.Begin, Chunks: []ChunkRef{}}
 	}
 	for i, u := range units[1:] {
+		if u.recipe {
+			continue
+		}
 		t := &tensors[u.tensor]
 		t.Chunks = append(t.Chunks, ChunkRef{ID: chunkIDs[i+1], Size: uint64(u.len)})
 	}
 	for ti, t := range h.Tensors {
-		tid, err := sess.put(KindTensor, &tensors[ti])
-		if err != nil {
-			return err
+		tid, ok := whole[ti]
+		if !ok {
+			var err error
+			if tid, err = sess.put(KindTensor, &tensors[ti]); err != nil {
+				return err
+			}
 		}
 		obj.Tensor = append(obj.Tensor, FileTensor{Name: t.Name, Tensor: tid, Size: t.End - t.Begin})
 	}

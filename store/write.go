@@ -109,7 +109,7 @@ func (s *Store) IngestFile(ctx context.Context, path string, r io.Reader, size i
 	prog := &progress{fn: opts.Progress, total: size}
 	var res StoredFile
 	stats, err := s.withSession(ctx, func(sess *session) error {
-		id, obj, err := s.storeFile(sess, in, base, prog)
+		id, obj, err := s.storeFile(sess, in, base, nil, prog)
 		if err != nil {
 			return err
 		}
