@@ -78,7 +78,7 @@ func newModelInfo(repo string) modelInfoJSON {
 // file: PY0 and PY ≤ 1.21 snapshot_download download exactly that list.
 // expand is ignored; every field is always sent (JS snapshotDownload needs
 // sha even though it asks for other fields).
-func (h *handler) repoInfo(w http.ResponseWriter, r *http.Request, repo string, revSegs []string) {
+func (h *Handler) repoInfo(w http.ResponseWriter, r *http.Request, repo string, revSegs []string) {
 	rev := defaultBranch
 	if revSegs != nil {
 		segs, ok := unescapeSegments(revSegs)
@@ -119,7 +119,7 @@ func (h *handler) repoInfo(w http.ResponseWriter, r *http.Request, repo string, 
 // listModels answers GET /api/models (HfApi.list_models), honouring the
 // search (substring of the id) and author filters and limit; sort and the
 // other filters are ignored. One page, no Link header.
-func (h *handler) listModels(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) listModels(w http.ResponseWriter, r *http.Request) {
 	repos, err := h.repos.ListRepos()
 	if err != nil {
 		failRepos(w, r, err, "", "")
@@ -139,6 +139,9 @@ func (h *handler) listModels(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		ns, _, _ := strings.Cut(ri.ID, "/")
+		if !h.may(r, ns, RoleRead) {
+			continue // not the caller's to see, not even its name
+		}
 		if search != "" && !strings.Contains(strings.ToLower(ri.ID), search) {
 			continue
 		}
@@ -189,7 +192,7 @@ func treeEntry(n *node) treeEntryJSON {
 // entries (pre-order, as the Hub does); clients filter them. expand adds only
 // optional fields on the Hub, so it is ignored. One page: every entry at
 // once, no Link header.
-func (h *handler) tree(w http.ResponseWriter, r *http.Request, repo string, rest []string) {
+func (h *Handler) tree(w http.ResponseWriter, r *http.Request, repo string, rest []string) {
 	segs, ok := unescapeSegments(rest)
 	if !ok {
 		writeError(w, http.StatusBadRequest, "", "", "Malformed path")
@@ -239,7 +242,7 @@ const maxPathsInfoBody = 8 << 20
 // for the requested paths that exist, in request order; missing paths are
 // silently left out (§3.3). Python posts a form (paths=a&paths=b), JS JSON
 // ({"paths":[…]}); both are accepted.
-func (h *handler) pathsInfo(w http.ResponseWriter, r *http.Request, repo string, revSegs []string) {
+func (h *Handler) pathsInfo(w http.ResponseWriter, r *http.Request, repo string, revSegs []string) {
 	segs, ok := unescapeSegments(revSegs)
 	if !ok {
 		writeError(w, http.StatusBadRequest, "", "", "Malformed revision")
@@ -291,7 +294,7 @@ func (h *handler) pathsInfo(w http.ResponseWriter, r *http.Request, repo string,
 // has every field a client reads: PY0 login needs
 // auth.accessToken.{role,displayName}, the CLIs name and orgs[].name, JS
 // auth.accessToken.createdAt (§3.5).
-func (h *handler) whoami(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) whoami(w http.ResponseWriter, r *http.Request) {
 	id, ok := IdentityFrom(r.Context())
 	if !ok {
 		writeError(w, http.StatusUnauthorized, "", msgInvalidCredentials, "")
@@ -301,10 +304,7 @@ func (h *handler) whoami(w http.ResponseWriter, r *http.Request) {
 	if full == "" {
 		full = id.Name
 	}
-	role := id.TokenRole
-	if role == "" {
-		role = "read"
-	}
+	role := id.role()
 	orgs := make([]map[string]string, 0, len(id.Orgs))
 	for _, o := range id.Orgs {
 		orgs = append(orgs, map[string]string{"type": "org", "id": objectID("org:" + o), "name": o, "fullname": o})
@@ -334,7 +334,7 @@ func (h *handler) whoami(w http.ResponseWriter, r *http.Request) {
 
 // snapshotAt resolves repo at revision rev and loads that commit's file snapshot,
 // answering the request with the matching error when either step fails.
-func (h *handler) snapshotAt(w http.ResponseWriter, r *http.Request, repo, rev string) (Commit, *snapshot, bool) {
+func (h *Handler) snapshotAt(w http.ResponseWriter, r *http.Request, repo, rev string) (Commit, *snapshot, bool) {
 	if rev == "" {
 		failRepos(w, r, ErrRevisionNotFound, repo, rev)
 		return Commit{}, nil, false

@@ -27,6 +27,11 @@ const (
 	// msgInvalidCredentials is the exact text Python special-cases for a
 	// 401 (it then does not assume a missing repo).
 	msgInvalidCredentials = "Invalid credentials in Authorization header"
+	// msgAuthRequired answers an anonymous request where a token is
+	// needed and no repository is involved.
+	msgAuthRequired = "Authentication required"
+	// msgForbidden answers a token that lacks the needed grant.
+	msgForbidden = "Forbidden"
 )
 
 // writeJSON sends v as a JSON response with an explicit Content-Length.

@@ -49,6 +49,8 @@ var pythonClients = []struct {
 // and HF_HUB_OFFLINE=1. Every downloaded file's sha256 is checked. Xet is
 // left enabled (hf_xet is installed with both versions): the server sends no
 // Xet headers, so the clients must stay on plain HTTP by themselves (§5.1).
+// Then runUploadInterop drives the write API with the same client (see
+// there for what it covers and where HF_HUB_DISABLE_XET is needed).
 func TestPythonClient(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: skipping the huggingface_hub interop test")
@@ -62,6 +64,7 @@ func TestPythonClient(t *testing.T) {
 			t.Parallel()
 			venv := pythonVenv(t, python, c.name, c.requirement, c.optional)
 			runInterop(t, venv)
+			runUploadInterop(t, venv)
 		})
 	}
 }
@@ -208,8 +211,17 @@ type snapJSON struct {
 
 func runClient(t *testing.T, venv string, env []string, mode string, cfg any) clientResult {
 	t.Helper()
+	var res clientResult
+	runClientInto(t, venv, env, mode, cfg, &res)
+	return res
+}
+
+// runClientInto runs testdata/hf_client.py MODE and decodes what it prints
+// into res.
+func runClientInto(t *testing.T, venv string, env []string, mode string, cfg, res any) {
+	t.Helper()
 	cfgJSON, _ := json.Marshal(cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(venv, "bin", "python"), filepath.Join("testdata", "hf_client.py"), mode, string(cfgJSON))
 	cmd.Env = env
@@ -219,11 +231,9 @@ func runClient(t *testing.T, venv string, env []string, mode string, cfg any) cl
 	if err != nil {
 		t.Fatalf("hf_client.py %s: %v\nstderr:\n%s", mode, err, stderr.String())
 	}
-	var res clientResult
-	if err := json.Unmarshal(out, &res); err != nil {
+	if err := json.Unmarshal(out, res); err != nil {
 		t.Fatalf("hf_client.py %s: bad output %q: %v\nstderr:\n%s", mode, out, err, stderr.String())
 	}
-	return res
 }
 
 func hashesOf(files map[string][]byte) map[string]string {

@@ -120,14 +120,20 @@ var (
 	ErrEntryNotFound = errors.New("hub: entry not found")
 )
 
-// Identity is who a request is acting for, as the authentication hook
-// decides. The handler reads it only for /api/whoami-v2.
+// Identity is who a request is acting for, as the Authenticator (or an Auth
+// middleware) decides. The handler authorizes every repository request
+// against its Grants, and answers /api/whoami-v2 from it.
 type Identity struct {
 	Name      string   // user name
 	FullName  string   // display name; Name when empty
 	Orgs      []string // organisation names the user belongs to
 	TokenName string   // the access token's display name
-	TokenRole string   // "read" or "write"
+	// TokenRole is "read" or "write" as whoami reports it; when empty it
+	// is derived from Grants.
+	TokenRole string
+	// Grants are what the token may do, per namespace. An identity without
+	// grants may only do what anonymous requests may.
+	Grants []Grant
 }
 
 type identityKey struct{}

@@ -33,7 +33,7 @@ var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSize);
 // Content-Length; Accept-Ranges. The answer is always 200/206 with the bytes
 // (never a redirect), so the Content-Length of a HEAD is the file size
 // every client version accepts.
-func (h *handler) serveFile(w http.ResponseWriter, r *http.Request, repo string, rest []string, raw bool) {
+func (h *Handler) serveFile(w http.ResponseWriter, r *http.Request, repo string, rest []string, raw bool) {
 	segs, ok := unescapeSegments(rest)
 	if !ok {
 		writeError(w, http.StatusBadRequest, "", "", "Malformed path")

@@ -1,8 +1,11 @@
 package hubtest_test
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"strings"
 	"sync"
@@ -123,6 +126,126 @@ func TestCheckReposCatches(t *testing.T) {
 				}
 			}
 			t.Errorf("CheckRepos did not report %q; it reported %q", tc.want, errs)
+		})
+	}
+}
+
+func TestFakeWriterConforms(t *testing.T) {
+	r := hubtest.New()
+	hubtest.CheckWriter(t, r, r)
+}
+
+// Broken Writers, each breaking one rule of the contract, built on the fake.
+
+// scopeLeak reports any stored object to every repo.
+type scopeLeak struct {
+	*hubtest.Repos
+	mu    sync.Mutex
+	sizes map[string]int64
+}
+
+func (s *scopeLeak) StoreObject(ctx context.Context, repo, oid string, size int64, r io.Reader) error {
+	err := s.Repos.StoreObject(ctx, repo, oid, size, r)
+	if err == nil {
+		s.mu.Lock()
+		s.sizes[oid] = size
+		s.mu.Unlock()
+	}
+	return err
+}
+
+func (s *scopeLeak) StatObject(ctx context.Context, repo, oid string) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if size, ok := s.sizes[oid]; ok {
+		return size, nil
+	}
+	return s.Repos.StatObject(ctx, repo, oid)
+}
+
+// trustingStore grants a repo an object stored for another without
+// verifying the upload (the dedup shortcut that leaks private files).
+type trustingStore struct {
+	*hubtest.Repos
+	mu    sync.Mutex
+	known map[string][]byte
+}
+
+func (s *trustingStore) StoreObject(ctx context.Context, repo, oid string, size int64, r io.Reader) error {
+	s.mu.Lock()
+	data, ok := s.known[oid]
+	s.mu.Unlock()
+	if ok {
+		return s.Repos.StoreObject(ctx, repo, oid, size, bytes.NewReader(data))
+	}
+	var buf bytes.Buffer
+	err := s.Repos.StoreObject(ctx, repo, oid, size, io.TeeReader(r, &buf))
+	if err == nil {
+		s.mu.Lock()
+		s.known[oid] = buf.Bytes()
+		s.mu.Unlock()
+	}
+	return err
+}
+
+// nonAtomic applies a commit's operations as one commit each.
+type nonAtomic struct{ *hubtest.Repos }
+
+func (n nonAtomic) CreateCommit(ctx context.Context, req hub.CommitRequest) (hub.Commit, error) {
+	var c hub.Commit
+	for i, op := range req.Operations {
+		one := req
+		one.Operations = []hub.Operation{op}
+		if i > 0 {
+			one.ParentCommit = ""
+		}
+		var err error
+		if c, err = n.Repos.CreateCommit(ctx, one); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
+}
+
+// noCAS ignores parentCommit.
+type noCAS struct{ *hubtest.Repos }
+
+func (n noCAS) CreateCommit(ctx context.Context, req hub.CommitRequest) (hub.Commit, error) {
+	req.ParentCommit = ""
+	return n.Repos.CreateCommit(ctx, req)
+}
+
+func checkWriter(t *testing.T, repos hub.Repos, w hub.Writer) []string {
+	rec := &recorder{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		hubtest.CheckWriter(rec, repos, w)
+	}()
+	<-done
+	return rec.errs
+}
+
+func TestCheckWriterCatches(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		make func(*hubtest.Repos) hub.Writer
+		want string
+	}{
+		{"objects not scoped to repos", func(r *hubtest.Repos) hub.Writer { return &scopeLeak{Repos: r, sizes: map[string]int64{}} }, "must not use another's object"},
+		{"uploads for a second repo not verified", func(r *hubtest.Repos) hub.Writer { return &trustingStore{Repos: r, known: map[string][]byte{}} }, "proof of possession"},
+		{"commit not atomic", func(r *hubtest.Repos) hub.Writer { return nonAtomic{r} }, "failed but moved main"},
+		{"parentCommit ignored", func(r *hubtest.Repos) hub.Writer { return noCAS{r} }, "racing on one parent"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := hubtest.New()
+			errs := checkWriter(t, r, tc.make(r))
+			for _, e := range errs {
+				if strings.Contains(e, tc.want) {
+					return
+				}
+			}
+			t.Errorf("CheckWriter did not report %q; it reported %q", tc.want, errs)
 		})
 	}
 }

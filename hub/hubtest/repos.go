@@ -1,6 +1,7 @@
 // Package hubtest has test helpers for package hub: Repos, an in-memory
-// hub.Repos, and CheckRepos, a conformance check for any hub.Repos (the
-// store adapter runs it too).
+// hub.Repos and hub.Writer, and CheckRepos and CheckWriter, conformance
+// checks for any implementation of those interfaces (the store adapter runs
+// them too).
 package hubtest
 
 import (
@@ -22,9 +23,10 @@ import (
 	"github.com/heft-dev/heft/hub"
 )
 
-// Repos is an in-memory hub.Repos. Each Commit call makes a full snapshot
-// (the given files, nothing inherited) and moves a branch to it. It is safe
-// for concurrent use.
+// Repos is an in-memory hub.Repos and hub.Writer. The Commit helper makes a
+// full snapshot (the given files, nothing inherited) and moves a branch to
+// it; the Writer methods (writer.go) follow the hub.Writer contract. It is
+// safe for concurrent use.
 type Repos struct {
 	mu      sync.Mutex
 	repos   map[string]*repo
@@ -32,11 +34,17 @@ type Repos struct {
 	n       int // commits made, for ids and times
 	fails   []failure
 
+	// objects are the stored objects by oid; owned[repo] the oids each
+	// repo may use (hub.Writer's object scoping).
+	objects map[string][]byte
+	owned   map[string]map[string]bool
+
 	open, opened atomic.Int64
 }
 
 type repo struct {
 	refs    map[string]string // branch or tag → commit id
+	tags    map[string]bool   // names in refs that are tags
 	commits map[string]bool
 	head    string // last commit on main, for ListRepos
 }
@@ -59,7 +67,7 @@ type failure struct {
 
 // New returns an empty Repos.
 func New() *Repos {
-	return &Repos{repos: map[string]*repo{}, commits: map[string]*commit{}}
+	return &Repos{repos: map[string]*repo{}, commits: map[string]*commit{}, objects: map[string][]byte{}, owned: map[string]map[string]bool{}}
 }
 
 // baseTime is the time of the first commit; each later one is a minute on,
@@ -110,38 +118,76 @@ func (m *Repos) Commit(repoID, branch string, files map[string][]byte) hub.Commi
 	defer m.mu.Unlock()
 	r := m.repos[repoID]
 	if r == nil {
-		r = &repo{refs: map[string]string{}, commits: map[string]bool{}}
+		r = newRepo()
 		m.repos[repoID] = r
 	}
+	fs := make(map[string]*file, len(files))
+	for p, data := range files {
+		fs[p] = newFile(p, bytes.Clone(data), false)
+		m.own(repoID, fs[p].info.SHA256, fs[p].data)
+	}
+	c := m.newCommit(repoID, r.refs[branch], fs)
+	delete(r.tags, branch)
+	m.setBranch(repoID, r, branch, c)
+	return c.c
+}
+
+func newRepo() *repo {
+	return &repo{refs: map[string]string{}, tags: map[string]bool{}, commits: map[string]bool{}}
+}
+
+// newFile describes content stored at path. lfs says the client sent it
+// through LFS; the fake presents it as LFS then, or when IsLFS says so.
+func newFile(p string, data []byte, lfs bool) *file {
+	info := hub.FileInfo{Path: p, Size: int64(len(data)), SHA256: SHA256(data), LFS: lfs || IsLFS(p, data)}
+	if len(data) <= maxGitSHA1 {
+		info.GitSHA1 = GitBlobSHA1(data)
+	}
+	return &file{info: info, data: data}
+}
+
+// newCommit records a commit of repoID with parent holding files. m.mu is
+// held.
+func (m *Repos) newCommit(repoID, parent string, files map[string]*file) *commit {
 	paths := make([]string, 0, len(files))
 	for p := range files {
 		paths = append(paths, p)
 	}
 	sort.Strings(paths)
 	h := sha1.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%d\x00", repoID, r.refs[branch], m.n)
-	c := &commit{files: map[string]*file{}}
+	fmt.Fprintf(h, "%s\x00%s\x00%d\x00", repoID, parent, m.n)
 	for _, p := range paths {
-		data := bytes.Clone(files[p])
-		info := hub.FileInfo{Path: p, Size: int64(len(data)), SHA256: SHA256(data), LFS: IsLFS(p, data)}
-		if len(data) <= maxGitSHA1 {
-			info.GitSHA1 = GitBlobSHA1(data)
-		}
-		c.files[p] = &file{info: info, data: data}
-		fmt.Fprintf(h, "%s\x00%s\x00", p, info.SHA256)
+		fmt.Fprintf(h, "%s\x00%s\x00", p, files[p].info.SHA256)
 	}
-	c.c = hub.Commit{ID: hex.EncodeToString(h.Sum(nil)), Time: baseTime.Add(time.Duration(m.n) * time.Minute)}
+	c := &commit{files: files, c: hub.Commit{ID: hex.EncodeToString(h.Sum(nil)), Time: baseTime.Add(time.Duration(m.n) * time.Minute)}}
 	m.n++
 	m.commits[c.c.ID] = c
-	r.commits[c.c.ID] = true
+	m.repos[repoID].commits[c.c.ID] = true
+	return c
+}
+
+// setBranch points branch at c. m.mu is held.
+func (m *Repos) setBranch(repoID string, r *repo, branch string, c *commit) {
 	r.refs[branch] = c.c.ID
 	if branch == "main" {
 		r.head = c.c.ID
 	}
-	return c.c
+}
+
+// own records that repoID may use the object data (with SHA-256 oid),
+// storing it if needed. m.mu is held.
+func (m *Repos) own(repoID, oid string, data []byte) {
+	if _, ok := m.objects[oid]; !ok {
+		m.objects[oid] = data
+	}
+	if m.owned[repoID] == nil {
+		m.owned[repoID] = map[string]bool{}
+	}
+	m.owned[repoID][oid] = true
 }
 
 // SetRef points a branch or tag of an existing repo at one of its commits.
+// A name that does not exist yet becomes a tag.
 func (m *Repos) SetRef(repoID, name, commitID string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -149,7 +195,13 @@ func (m *Repos) SetRef(repoID, name, commitID string) {
 	if r == nil || !r.commits[commitID] {
 		panic("hubtest: SetRef: unknown repo or commit")
 	}
+	if _, ok := r.refs[name]; !ok {
+		r.tags[name] = true
+	}
 	r.refs[name] = commitID
+	if name == "main" {
+		r.head = commitID
+	}
 }
 
 // FailReadOnce makes the next ReadAt of path (in any commit) that reaches

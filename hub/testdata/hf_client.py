@@ -1,9 +1,10 @@
 """Drives the real huggingface_hub client against a heft hub server.
 
-Run by interop_test.go as `python hf_client.py online|offline CONFIG_JSON`,
-with HF_ENDPOINT pointing at the server (online) or HF_HUB_OFFLINE=1 (offline).
-It prints one JSON document on stdout; the Go test checks it. Nothing here
-asserts: the Go side knows what the server holds.
+Run by interop_test.go as `python hf_client.py MODE CONFIG_JSON`, with
+HF_ENDPOINT pointing at the server (online, upload, fetch) or HF_HUB_OFFLINE=1
+(offline); upload and fetch authenticate with HF_TOKEN. It prints one JSON
+document on stdout; the Go test checks it. Nothing here asserts: the Go side
+knows what the server holds.
 """
 
 import hashlib
@@ -138,7 +139,90 @@ def offline(cfg):
     return out
 
 
+def http_status(fn):
+    """The HTTP status of the HfHubHTTPError fn raises, or an explanation."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        fn()
+    except HfHubHTTPError as e:
+        return e.response.status_code
+    except Exception as e:  # noqa: BLE001
+        return "unexpected " + type(e).__name__ + ": " + str(e)[:300]
+    return "no error"
+
+
+def upload(cfg):
+    """The write API: create_repo, upload_folder, upload_file, a stale
+    parent_commit, create_branch, create_tag, delete_file, delete_repo."""
+    from huggingface_hub import CommitOperationAdd
+
+    repo = cfg["repo"]
+    api = HfApi()
+    out = {"version": hf.__version__}
+    out["whoami"] = api.whoami()["name"]
+
+    url = api.create_repo(repo)
+    out["create_url"] = str(url)
+    out["create_repo_id"] = url.repo_id
+    out["create_again_repo_id"] = api.create_repo(repo, exist_ok=True).repo_id
+    out["create_conflict"] = http_status(lambda: api.create_repo(repo))
+
+    info = api.upload_folder(folder_path=cfg["folder"], repo_id=repo, commit_message="upload folder")
+    out["folder_commit"] = info.oid
+    out["folder_commit_url"] = info.commit_url
+    # Unchanged files are skipped (preupload oids), so a second identical
+    # upload_folder makes no commit. (The .gitignore'd file is left out on
+    # the client side here: Python keeps an ignored file among the
+    # operations, and would make an empty commit for it.)
+    again = api.upload_folder(
+        folder_path=cfg["folder"], repo_id=repo, commit_message="same again", ignore_patterns=["*.log"]
+    )
+    out["folder_again_commit"] = again.oid
+
+    info = api.upload_file(path_or_fileobj=b"notes\n", path_in_repo="extra/notes.txt", repo_id=repo, commit_message="add notes")
+    out["file_commit"] = info.oid
+    out["stale_parent"] = http_status(
+        lambda: api.create_commit(
+            repo,
+            operations=[CommitOperationAdd(path_in_repo="stale.txt", path_or_fileobj=b"stale")],
+            commit_message="stale parent",
+            parent_commit=out["folder_commit"],
+        )
+    )
+
+    api.create_branch(repo, branch="dev")
+    api.create_branch(repo, branch="dev", exist_ok=True)
+    out["branch_conflict"] = http_status(lambda: api.create_branch(repo, branch="dev"))
+    api.create_tag(repo, tag="v1.0", revision=out["folder_commit"])
+    out["tag_conflict"] = http_status(lambda: api.create_tag(repo, tag="v1.0"))
+    out["dev_sha"] = api.model_info(repo, revision="dev").sha
+    out["tag_sha"] = api.model_info(repo, revision="v1.0").sha
+
+    info = api.delete_file("extra/notes.txt", repo_id=repo, commit_message="delete notes")
+    out["delete_commit"] = info.oid
+    out["delete_missing"] = error_name(lambda: api.delete_file("extra/notes.txt", repo_id=repo))
+
+    tmp = repo + "-tmp"
+    api.create_repo(tmp)
+    api.delete_repo(tmp)
+    api.delete_repo(tmp, missing_ok=True)
+    out["deleted_repo_info"] = error_name(lambda: api.model_info(tmp))
+    out["main_sha"] = api.model_info(repo).sha
+    return out
+
+
+def fetch(cfg):
+    """Download every revision the test wrote, into a fresh cache."""
+    repo = cfg["repo"]
+    out = {"version": hf.__version__, "revisions": {}}
+    for rev in cfg["revisions"]:
+        snap = snapshot_download(repo, revision=rev, cache_dir=cfg["cache"])
+        out["revisions"][rev] = tree_hashes(snap)
+    return out
+
+
 if __name__ == "__main__":
     mode, cfg = sys.argv[1], json.loads(sys.argv[2])
-    result = online(cfg) if mode == "online" else offline(cfg)
+    result = {"online": online, "offline": offline, "upload": upload, "fetch": fetch}[mode](cfg)
     json.dump(result, sys.stdout)
