@@ -62,7 +62,7 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			cmdInit(), cmdImport(), cmdExport(), cmdLs(), cmdLog(), cmdShow(), cmdDiff(),
 			cmdTag(), cmdRm(), cmdStats(), cmdVerify(), cmdGC(), cmdRepair(), cmdServe(), cmdDemo(),
-			cmdDequant(), cmdQuantize(), cmdLora(), cmdAnalyze(), cmdLineage(),
+			cmdDequant(), cmdQuantize(), cmdLora(), cmdAnalyze(), cmdLineage(), cmdToken(),
 		},
 	}
 	return app

@@ -1,24 +1,61 @@
 package cli
 
 import (
+	"fmt"
 	"log/slog"
+	"net"
+	"path/filepath"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/heft-dev/heft/hub"
+	"github.com/heft-dev/heft/internal/storehub"
 	"github.com/heft-dev/heft/store"
 )
+
+// serveDir holds what `heft serve` keeps next to the store: the token file, the
+// key that signs upload URLs, and staged multipart uploads.
+func serveDir(s *store.Store) string { return filepath.Join(s.Dir(), "serve") }
+
+func openTokens(s *store.Store) (*hub.TokenStore, error) {
+	return hub.OpenTokenStore(filepath.Join(serveDir(s), "tokens"))
+}
 
 func cmdServe() *cli.Command {
 	return &cli.Command{
 		Name:  "serve",
-		Usage: "serve the store over the Hugging Face Hub HTTP API (read side: downloads for huggingface_hub, hf, vLLM)",
-		Flags: commonFlags(&cli.StringFlag{Name: "addr", Value: "127.0.0.1:8080", Usage: "listen address HOST:PORT"}),
+		Usage: "serve the store over the Hugging Face Hub HTTP API (downloads and uploads for huggingface_hub, hf, vLLM)",
+		Flags: commonFlags(
+			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:8080", Usage: "listen address HOST:PORT"},
+			&cli.BoolFlag{Name: "anonymous-read", Usage: "let requests without a token list and download (default: every request needs a token)"},
+			&cli.StringFlag{Name: "public-url", Usage: "the URL clients reach the server at, for upload URLs behind a proxy (default: from each request)"},
+			&cli.BoolFlag{Name: "inline-uploads-for-xet-clients", Usage: "accept uploads from huggingface_hub ≥ 1.20 without HF_HUB_DISABLE_XET=1 (files sent inline, up to the inline limit)"},
+			&cli.DurationFlag{Name: "shutdown-grace", Value: 30 * time.Second, Usage: "how long in-flight requests may finish after SIGINT/SIGTERM"},
+		),
 		Action: withStore(0, "serve takes no arguments", func(c *cli.Context, e *env, s *store.Store) error {
 			logger := slog.New(slog.NewJSONHandler(e.stderr, nil))
-			h := hub.NewHandler(hubRepos{s: s}, hub.Options{Logger: logger})
-			logger.Info("heft serve", "addr", c.String("addr"), "store", s.Dir())
-			return hub.Serve(c.Context, c.String("addr"), h)
+			tokens, err := openTokens(s)
+			if err != nil {
+				return err
+			}
+			key, err := hub.LoadOrCreateKey(filepath.Join(serveDir(s), "upload.key"))
+			if err != nil {
+				return err
+			}
+			h := hub.NewHandler(storehub.NewRepos(s), hub.Options{
+				Logger: logger, Writer: storehub.NewWriter(s), Tokens: tokens,
+				AnonymousRead: c.Bool("anonymous-read"), PublicURL: c.String("public-url"), UploadKey: key,
+				StagingDir:                 filepath.Join(serveDir(s), "staging"),
+				InlineUploadsForXetClients: c.Bool("inline-uploads-for-xet-clients"),
+			})
+			defer h.Close()
+			ln, err := net.Listen("tcp", c.String("addr"))
+			if err != nil {
+				return fmt.Errorf("serve: %w", err)
+			}
+			logger.Info("heft serve", "addr", ln.Addr().String(), "store", s.Dir(), "anonymous_read", c.Bool("anonymous-read"))
+			return hub.ServeListenerGrace(c.Context, ln, h, c.Duration("shutdown-grace"))
 		}),
 	}
 }

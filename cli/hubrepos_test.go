@@ -15,6 +15,7 @@ import (
 	"github.com/heft-dev/heft/hub"
 	"github.com/heft-dev/heft/hub/hubtest"
 	"github.com/heft-dev/heft/internal/modelgen"
+	"github.com/heft-dev/heft/internal/storehub"
 	"github.com/heft-dev/heft/store"
 )
 
@@ -37,7 +38,7 @@ func TestServeStoreOverHubAPI(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	repos := hubRepos{s: s}
+	repos := storehub.NewRepos(s)
 	hubtest.CheckRepos(t, repos)
 
 	srv := httptest.NewServer(hub.NewHandler(repos, hub.Options{Logger: slog.New(slog.DiscardHandler)}))

@@ -9,7 +9,7 @@ import (
 
 func FuzzParseRefs(f *testing.F) {
 	id := Sum([]byte("x"))
-	good := encodeRefs(map[RefName]ID{{Name: "org/m", Tag: "main"}: id, {Name: "m", Tag: "v1"}: id})
+	good := encodeRefs(map[RefName]refState{{Name: "org/m", Tag: "main"}: {id: id}, {Name: "m", Tag: "v1"}: {id: id, fixed: true}})
 	f.Add(good)
 	f.Add([]byte(refsHeader + "\n# crc32c 00000000\n"))
 	f.Add(good[:len(good)-3])

@@ -95,6 +95,21 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (*GCResult, error) {
 	if err := w.refs(refs); err != nil {
 		return nil, fmt.Errorf("gc refuses to run: %w", err)
 	}
+	// Files uploaded for a commit that has not happened yet.
+	uploads, err := s.uploadRoots(opts.DryRun)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range uploads {
+		if _, ok, err := s.locate(f); err != nil {
+			return nil, err
+		} else if !ok {
+			continue // never stored, or already gone: nothing to keep
+		}
+		if err := w.file(f); err != nil {
+			return nil, fmt.Errorf("gc refuses to run: upload %s: %w", f.Short(), err)
+		}
+	}
 	live := w.seen
 	if err := s.addDeltaBases(live); err != nil {
 		return nil, fmt.Errorf("gc refuses to run: %w", err)

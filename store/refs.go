@@ -72,6 +72,15 @@ func (r RefName) String() string { return r.Name + ":" + r.Tag }
 type RefEntry struct {
 	Ref    RefName
 	Commit ID
+	// Fixed marks a ref that never moves (a Hugging Face tag): it can be created
+	// and deleted, not advanced.
+	Fixed bool
+}
+
+// refState is a ref's value in the refs file.
+type refState struct {
+	id    ID
+	fixed bool
 }
 
 // ReflogEntry records one ref change.
@@ -89,10 +98,10 @@ func (s *Store) refsPath() string   { return filepath.Join(s.dir, "refs") }
 func (s *Store) reflogPath() string { return filepath.Join(s.dir, "logs", "reflog") }
 
 // readRefs parses the refs file. A missing file is an empty set of refs.
-func (s *Store) readRefs() (map[RefName]ID, error) {
+func (s *Store) readRefs() (map[RefName]refState, error) {
 	data, err := os.ReadFile(s.refsPath())
 	if os.IsNotExist(err) {
-		return map[RefName]ID{}, nil
+		return map[RefName]refState{}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read refs: %w", err)
@@ -100,8 +109,10 @@ func (s *Store) readRefs() (map[RefName]ID, error) {
 	return parseRefs(data, s.refsPath())
 }
 
-func parseRefs(data []byte, path string) (map[RefName]ID, error) {
-	refs := map[RefName]ID{}
+// parseRefs reads the refs file: a header line, one "NAME:TAG ID[ fixed]" line per
+// ref, and a CRC-32C trailer over everything before it.
+func parseRefs(data []byte, path string) (map[RefName]refState, error) {
+	refs := map[RefName]refState{}
 	body, sumLine, ok := cutLastLine(data)
 	var want uint32
 	if !ok || !bytes.HasPrefix(data, []byte(refsHeader+"\n")) {
@@ -116,19 +127,22 @@ func parseRefs(data []byte, path string) (map[RefName]ID, error) {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		refStr, idStr, ok := strings.Cut(line, " ")
-		if !ok {
+		fields := strings.Split(line, " ")
+		if len(fields) < 2 || len(fields) > 3 || (len(fields) == 3 && fields[2] != "fixed") {
 			return nil, fmt.Errorf("%w: refs file %s: bad line %q", ErrIntegrity, path, line)
 		}
-		ref, err := ParseRef(refStr)
+		ref, err := ParseRef(fields[0])
 		if err != nil {
 			return nil, fmt.Errorf("%w: refs file %s: %v", ErrIntegrity, path, err)
 		}
-		id, err := ParseID(idStr)
+		id, err := ParseID(fields[1])
 		if err != nil {
 			return nil, fmt.Errorf("%w: refs file %s: %v", ErrIntegrity, path, err)
 		}
-		refs[ref] = id
+		if _, dup := refs[ref]; dup {
+			return nil, fmt.Errorf("%w: refs file %s: ref %s listed twice", ErrIntegrity, path, ref)
+		}
+		refs[ref] = refState{id: id, fixed: len(fields) == 3}
 	}
 	return refs, nil
 }
@@ -145,7 +159,7 @@ func cutLastLine(data []byte) (body, last []byte, ok bool) {
 	return data[:i+1], data[i+1 : len(data)-1], true
 }
 
-func encodeRefs(refs map[RefName]ID) []byte {
+func encodeRefs(refs map[RefName]refState) []byte {
 	names := make([]RefName, 0, len(refs))
 	for r := range refs {
 		names = append(names, r)
@@ -154,7 +168,11 @@ func encodeRefs(refs map[RefName]ID) []byte {
 	var b bytes.Buffer
 	b.WriteString(refsHeader + "\n")
 	for _, r := range names {
-		fmt.Fprintf(&b, "%s %s\n", r, refs[r])
+		fmt.Fprintf(&b, "%s %s", r, refs[r].id)
+		if refs[r].fixed {
+			b.WriteString(" fixed")
+		}
+		b.WriteByte('\n')
 	}
 	fmt.Fprintf(&b, "# crc32c %08x\n", crc32.Checksum(b.Bytes(), castagnoli))
 	return b.Bytes()
@@ -167,8 +185,8 @@ func (s *Store) Refs() ([]RefEntry, error) {
 		return nil, err
 	}
 	out := make([]RefEntry, 0, len(refs))
-	for r, id := range refs {
-		out = append(out, RefEntry{Ref: r, Commit: id})
+	for r, st := range refs {
+		out = append(out, RefEntry{Ref: r, Commit: st.id, Fixed: st.fixed})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Ref.String() < out[j].Ref.String() })
 	return out, nil
@@ -180,19 +198,42 @@ func (s *Store) Ref(r RefName) (ID, error) {
 	if err != nil {
 		return ID{}, err
 	}
-	id, ok := refs[r]
+	st, ok := refs[r]
 	if !ok {
 		return ID{}, fmt.Errorf("%w: ref %s", ErrNotFound, r)
 	}
-	return id, nil
+	return st.id, nil
 }
 
 // UpdateRef moves ref from old to new atomically: it fails with ErrConflict unless
 // the ref currently points to old (the zero ID meaning "does not exist"). A zero new
 // deletes the ref. The caller must have made new's objects durable and indexed first.
+// A fixed ref can be deleted but not moved.
 func (s *Store) UpdateRef(r RefName, old, new ID, message string) error {
-	if err := r.Validate(); err != nil {
-		return err
+	return s.UpdateRefs([]RefUpdate{{Ref: r, Old: old, New: new}}, message)
+}
+
+// RefUpdate is one change of UpdateRefs: Ref from Old to New (zero: absent), with
+// Fixed deciding whether a ref it creates is fixed.
+type RefUpdate struct {
+	Ref      RefName
+	Old, New ID
+	Fixed    bool
+}
+
+// UpdateRefs applies several ref changes atomically, each a compare-and-swap: all of
+// them happen, or none (ErrConflict when any ref is not at its Old). A fixed ref can
+// be deleted but not moved; a ref created with Fixed never moves.
+func (s *Store) UpdateRefs(updates []RefUpdate, message string) error {
+	seen := map[RefName]bool{}
+	for _, u := range updates {
+		if err := u.Ref.Validate(); err != nil {
+			return err
+		}
+		if seen[u.Ref] {
+			return inputErrorf("ref %s changed twice in one update", u.Ref)
+		}
+		seen[u.Ref] = true
 	}
 	lock, err := lockFile(filepath.Join(s.dir, "locks", "refs.lock"), true, s.opts.LockTimeout, "another heft process is updating refs")
 	if err != nil {
@@ -203,26 +244,40 @@ func (s *Store) UpdateRef(r RefName, old, new ID, message string) error {
 	if err != nil {
 		return err
 	}
-	if cur := refs[r]; cur != old {
-		if old.IsZero() {
-			return fmt.Errorf("%w: ref %s already exists (at %s)", ErrConflict, r, cur.Short())
+	for _, u := range updates {
+		cur, exists := refs[u.Ref]
+		if cur.id != u.Old {
+			if u.Old.IsZero() {
+				return fmt.Errorf("%w: ref %s already exists (at %s)", ErrConflict, u.Ref, cur.id.Short())
+			}
+			return fmt.Errorf("%w: ref %s is at %s, expected %s", ErrConflict, u.Ref, shortOrNone(cur.id), u.Old.Short())
 		}
-		return fmt.Errorf("%w: ref %s is at %s, expected %s", ErrConflict, r, shortOrNone(cur), old.Short())
+		if exists && cur.fixed && !u.New.IsZero() && u.New != cur.id {
+			return fmt.Errorf("%w: ref %s is a fixed tag; delete it to point it elsewhere", ErrConflict, u.Ref)
+		}
 	}
-	if new.IsZero() {
-		delete(refs, r)
-	} else {
-		refs[r] = new
-	}
-	entry := ReflogEntry{Time: s.now().UTC().Format(time.RFC3339Nano), Ref: r.String(), Message: message}
-	if !old.IsZero() {
-		entry.Old = old.String()
-	}
-	if !new.IsZero() {
-		entry.New = new.String()
-	}
-	if err := s.appendReflog(entry); err != nil {
-		return err
+	now := s.now().UTC().Format(time.RFC3339Nano)
+	for _, u := range updates {
+		if u.New.IsZero() {
+			delete(refs, u.Ref)
+		} else {
+			st := refs[u.Ref]
+			if u.Old.IsZero() {
+				st.fixed = u.Fixed
+			}
+			st.id = u.New
+			refs[u.Ref] = st
+		}
+		entry := ReflogEntry{Time: now, Ref: u.Ref.String(), Message: message}
+		if !u.Old.IsZero() {
+			entry.Old = u.Old.String()
+		}
+		if !u.New.IsZero() {
+			entry.New = u.New.String()
+		}
+		if err := s.appendReflog(entry); err != nil {
+			return err
+		}
 	}
 	if err := fsutil.WriteFileAtomic(s.refsPath(), encodeRefs(refs)); err != nil {
 		return fmt.Errorf("write refs: %w", err)

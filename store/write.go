@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -53,6 +54,22 @@ func (s *Store) IngestFile(ctx context.Context, path string, r io.Reader, size i
 	if err := ValidatePath(path); err != nil {
 		return nil, err
 	}
+	return s.ingest(ctx, path, strings.HasSuffix(path, ".safetensors"), false, r, size, opts)
+}
+
+// IngestObject is IngestFile for content whose file name is not known yet (a Git
+// LFS upload, named by its hash): a valid safetensors file is recognised by its
+// header and stored tensor by tensor, anything else is chunked by content. The file
+// object does not depend on the name, so a later commit may put it at any path.
+func (s *Store) IngestObject(ctx context.Context, r io.Reader, size int64, opts IngestOptions) (*StoredFile, error) {
+	name := "upload"
+	if opts.ExpectSHA256 != "" {
+		name = "object " + opts.ExpectSHA256
+	}
+	return s.ingest(ctx, name, false, true, r, size, opts)
+}
+
+func (s *Store) ingest(ctx context.Context, path string, isSafetensors, sniff bool, r io.Reader, size int64, opts IngestOptions) (*StoredFile, error) {
 	if size < 0 {
 		return nil, inputErrorf("%s: negative size", path)
 	}
@@ -62,15 +79,15 @@ func (s *Store) IngestFile(ctx context.Context, path string, r io.Reader, size i
 		}
 	}
 	in := fileInput{rel: path, size: size, r: r}
-	if strings.HasSuffix(path, ".safetensors") {
-		// Read the length prefix and the header from the stream, then hand both back
-		// to the chunker in front of the rest.
+	switch {
+	case isSafetensors:
+		// Read the length prefix and the header from the stream, then hand both
+		// back to the chunker in front of the rest.
 		var prefix [8]byte
 		if _, err := io.ReadFull(r, prefix[:]); err != nil {
 			return nil, inputErrorf("%s: reading the safetensors header length: %v", path, err)
 		}
-		n := uint64(prefix[0]) | uint64(prefix[1])<<8 | uint64(prefix[2])<<16 | uint64(prefix[3])<<24 |
-			uint64(prefix[4])<<32 | uint64(prefix[5])<<40 | uint64(prefix[6])<<48 | uint64(prefix[7])<<56
+		n := binary.LittleEndian.Uint64(prefix[:])
 		if n > safetensors.MaxHeaderSize || int64(n) > size-8 {
 			// ParseHeader names the exact problem.
 			_, err := safetensors.ParseHeader(prefix[:], size, path)
@@ -89,6 +106,28 @@ func (s *Store) IngestFile(ctx context.Context, path string, r io.Reader, size i
 			return nil, fmt.Errorf("%w: %w", ErrInput, err)
 		}
 		in.header = h
+		in.r = io.MultiReader(bytes.NewReader(raw), r)
+	case sniff && size >= 8:
+		// Read what a safetensors header would be; if it is one, store the file
+		// as safetensors, else put the bytes back in front of the stream.
+		var prefix [8]byte
+		if _, err := io.ReadFull(r, prefix[:]); err != nil {
+			return nil, inputErrorf("%s: %v", path, err)
+		}
+		n := binary.LittleEndian.Uint64(prefix[:])
+		raw := prefix[:]
+		if n >= 2 && n <= safetensors.MaxHeaderSize && int64(n) <= size-8 {
+			raw = make([]byte, 8+n)
+			copy(raw, prefix[:])
+			if _, err := io.ReadFull(r, raw[8:]); err != nil {
+				return nil, inputErrorf("%s: %v", path, err)
+			}
+			if raw[8] == '{' {
+				if h, err := safetensors.ParseHeader(raw, size, path); err == nil {
+					in.header = h
+				}
+			}
+		}
 		in.r = io.MultiReader(bytes.NewReader(raw), r)
 	}
 	var base *baseModel
@@ -173,6 +212,9 @@ type CommitRequest struct {
 	Provenance Provenance
 	// Time overrides the commit time (zero: now).
 	Time time.Time
+	// Orphan makes a commit without parents while the ref still moves by
+	// compare-and-swap from Parent (an empty branch replacing an existing one).
+	Orphan bool
 }
 
 // Commit writes a manifest and a commit for files that are already stored and moves
@@ -235,7 +277,7 @@ func (s *Store) Commit(ctx context.Context, req CommitRequest) (ID, error) {
 		when = s.now()
 	}
 	c := Commit{Message: req.Message, Time: when.UTC().Format(time.RFC3339Nano), Provenance: prov}
-	if !req.Parent.IsZero() {
+	if !req.Parent.IsZero() && !req.Orphan {
 		c.Parents = []ID{req.Parent}
 	}
 	var commitID ID
