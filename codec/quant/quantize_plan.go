@@ -54,7 +54,10 @@ type QuantizePlan struct {
 	// before layer 10).
 	Modules []PlannedModule
 	// Ignore is the ignore list to give QuantizedConfig: "lm_head", the
-	// names of any other lm_head modules, then the caller's entries.
+	// names of any other lm_head modules, the embeddings and other non-Linear
+	// weights left dense (compressed-tensors format only: its model-free
+	// tools take every non-norm weight for a target unless ignored), then the
+	// caller's entries.
 	Ignore []string
 }
 
@@ -113,7 +116,7 @@ func PlanQuantize(tensors []safetensors.TensorInfo, qs QuantizeScheme, ignore []
 		return nil, err
 	}
 	plan := &QuantizePlan{Scheme: qs}
-	var lmHeads []string
+	var lmHeads, embeds []string
 	quantized := map[string]bool{} // module prefixes
 	for _, name := range ts.names {
 		t := ts.byName[name]
@@ -128,6 +131,11 @@ func PlanQuantize(tensors []safetensors.TensorInfo, qs QuantizeScheme, ignore []
 		prefix, isWeight := strings.CutSuffix(name, ".weight")
 		last := prefix[strings.LastIndexByte(prefix, '.')+1:]
 		switch {
+		case isWeight && prefix != "" && len(t.Shape) >= 2 && !isLinearModuleName(prefix) && !strings.HasSuffix(last, "norm"):
+			// An embedding: not a Linear, but compressed-tensors' model-free tools
+			// (match_quantizable_tensors) take every non-norm weight for a target
+			// unless the config ignores it (§5.6).
+			embeds = append(embeds, prefix)
 		case !isWeight || prefix == "" || len(t.Shape) < 2 || !isLinearModuleName(prefix):
 		case last == "lm_head":
 			lmHeads = append(lmHeads, prefix)
@@ -159,6 +167,9 @@ func PlanQuantize(tensors []safetensors.TensorInfo, qs QuantizeScheme, ignore []
 		}
 	}
 	plan.Ignore = appendUnique([]string{"lm_head"}, lmHeads...)
+	if qs.Format != OutputFP8 {
+		plan.Ignore = appendUnique(plan.Ignore, embeds...)
+	}
 	plan.Ignore = appendUnique(plan.Ignore, ignore...)
 	return plan, nil
 }
