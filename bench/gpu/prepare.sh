@@ -6,7 +6,10 @@ root=$(cd "$here/../.." && pwd)
 out="$here/out"
 mkdir -p "$out/wheels"
 (cd "$root" && CGO_ENABLED=${CGO_ENABLED:-0} go build -trimpath -o "$out/heft" .)
-python3 -m pip download -q --no-deps -d "$out/wheels" compressed-tensors loguru pydantic pydantic_core \
-    annotated_types typing_inspection psutil --python-version 3.12 --only-binary=:all: \
-    || python3 -m pip download -q --no-deps -d "$out/wheels" compressed-tensors loguru pydantic pydantic_core annotated_types typing_inspection psutil
+# Pure-Python wheels, and pydantic_core for each Python the machine might run.
+python3 -m pip download -q --no-deps -d "$out/wheels" compressed-tensors loguru pydantic annotated_types typing_inspection
+for v in 3.10 3.11 3.12 3.13 3.14; do
+    python3 -m pip download -q --no-deps -d "$out/wheels" --only-binary=:all: --python-version "$v" \
+        --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 pydantic_core psutil || true
+done
 ls -la "$out" "$out/wheels"

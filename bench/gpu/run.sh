@@ -20,7 +20,8 @@ for pair in compressed_tensors:compressed_tensors loguru:loguru pydantic:pydanti
             annotated_types:annotated_types typing_inspection:typing_inspection psutil:psutil; do
     mod=${pair%%:*}; whl=${pair##*:}
     if ! PYTHONPATH="$pylib" python3 -c "import $mod" 2>/dev/null; then
-        python3 -m pip install -q --no-index --no-deps --target "$pylib" "$out"/wheels/${whl}-*.whl || echo "run.sh: could not install $whl" >&2
+        # pip picks the wheel matching this Python among those carried.
+        python3 -m pip install -q --no-index --no-deps --find-links "$out/wheels" --target "$pylib" "${whl//_/-}" || echo "run.sh: could not install $whl" >&2
     fi
 done
 export PYTHONPATH="$pylib${PYTHONPATH:+:$PYTHONPATH}"
