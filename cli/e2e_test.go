@@ -26,7 +26,9 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	heftBin = filepath.Join(dir, "heft")
-	build := exec.Command("go", "build", "-o", heftBin, "..")
+	// Built with failpoints, so crash tests can stop it at named durable steps;
+	// without HEFT_FAILPOINT it behaves as the release build.
+	build := exec.Command("go", "build", "-tags", "failpoints", "-o", heftBin, "..")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building heft:", err)

@@ -12,6 +12,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/heft-dev/heft/internal/failpoint"
 	"github.com/heft-dev/heft/store/internal/pack"
 )
 
@@ -171,6 +172,9 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (*GCResult, error) {
 		ids = append(ids, id)
 	}
 	sort.Slice(ids, func(i, j int) bool { return string(ids[i][:]) < string(ids[j][:]) })
+	if !opts.DryRun {
+		failpoint.Hit(failpoint.GCBeforeSweep)
+	}
 	for _, id := range ids {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -293,6 +297,7 @@ func (s *Store) dropPack(u *packUsage) error {
 	if err != nil {
 		return fmt.Errorf("gc: unindex pack %s: %w", u.id.Short(), err)
 	}
+	failpoint.Hit(failpoint.GCAfterForgetPack)
 	s.forgetPackFile(u.id)
 	if err := os.Remove(s.packPath(u.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("gc: delete pack %s: %w", u.id.Short(), err)
@@ -341,6 +346,7 @@ func (s *Store) rewritePack(u *packUsage) (err error) {
 	if err != nil {
 		return fmt.Errorf("gc: publish rewritten pack: %w", err)
 	}
+	failpoint.Hit(failpoint.GCAfterRewritePack)
 	newID := ID(info.ID)
 	err = s.idx.update(func(tx *bolt.Tx) error {
 		objs := tx.Bucket(bucketObjects)

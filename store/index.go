@@ -12,6 +12,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	boltErrors "go.etcd.io/bbolt/errors"
+
+	"github.com/heft-dev/heft/internal/failpoint"
 )
 
 // The index is a bbolt database mapping object IDs to their place in a pack. It is a
@@ -240,6 +242,8 @@ func (ix *index) lookup(ids []ID) (map[ID]Location, error) {
 // object already indexed in another pack keeps its old location: both copies are
 // valid, and gc reclaims the duplicate when it rewrites packs.
 func (ix *index) addPack(packID ID, rec packRecord, entries map[ID]Location) error {
+	failpoint.Hit(failpoint.IndexBeforeCommit)
+	defer failpoint.Hit(failpoint.IndexAfterCommit)
 	return ix.update(func(tx *bolt.Tx) error {
 		objs := tx.Bucket(bucketObjects)
 		for id, loc := range entries {

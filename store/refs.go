@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/heft-dev/heft/store/internal/fsutil"
+
+	"github.com/heft-dev/heft/internal/failpoint"
 )
 
 // Refs live outside the index, in one small text file rewritten atomically (temp,
@@ -235,6 +237,7 @@ func (s *Store) UpdateRefs(updates []RefUpdate, message string) error {
 		}
 		seen[u.Ref] = true
 	}
+	failpoint.Hit(failpoint.RefBeforeUpdate)
 	lock, err := lockFile(filepath.Join(s.dir, "locks", "refs.lock"), true, s.opts.LockTimeout, "another heft process is updating refs")
 	if err != nil {
 		return err
@@ -282,6 +285,7 @@ func (s *Store) UpdateRefs(updates []RefUpdate, message string) error {
 	if err := fsutil.WriteFileAtomic(s.refsPath(), encodeRefs(refs)); err != nil {
 		return fmt.Errorf("write refs: %w", err)
 	}
+	failpoint.Hit(failpoint.RefAfterUpdate)
 	return nil
 }
 

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+
+	"github.com/heft-dev/heft/internal/failpoint"
 )
 
 // Entry describes one stored object in a pack.
@@ -192,6 +194,7 @@ func (w *Writer) finish() (Info, error) {
 	// Best effort, as in restic: some filesystems (CIFS, some FUSE) refuse
 	// chmod, and the pack is no less valid for it.
 	_ = w.f.Chmod(0o444)
+	failpoint.Hit(failpoint.PackBeforeSync)
 	if err := w.f.Sync(); err != nil {
 		return Info{}, fmt.Errorf("pack %s: fsync: %w", w.name, classify(err))
 	}
@@ -216,10 +219,12 @@ func (w *Writer) finish() (Info, error) {
 	// Another writer of the same store could publish the same pack between
 	// the Lstat and here; rename then replaces it with identical bytes,
 	// which readers cannot tell apart, so no lock is needed for that.
+	failpoint.Hit(failpoint.PackBeforeRename)
 	if err := renameFile(w.name, final); err != nil {
 		return Info{}, fmt.Errorf("pack %s: rename to %s: %w", w.name, final, classify(err))
 	}
 	w.removed = true
+	failpoint.Hit(failpoint.PackBeforeDirSync)
 	if err := w.syncDirs(sub, final); err != nil {
 		return Info{}, err
 	}

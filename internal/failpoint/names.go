@@ -1,0 +1,31 @@
+// Package failpoint names the durable steps of the store, so that crash tests can
+// stop a real heft process exactly there and check what a restart finds.
+//
+// Production builds compile Hit to nothing. A binary built with `-tags failpoints`
+// reads HEFT_FAILPOINT=NAME[@N] at start and, on the N-th time (default 1) the step
+// NAME is reached, prints "failpoint NAME" on stderr and exits with ExitCode at once,
+// skipping every deferred cleanup and unsynced write — as a crash would (the page
+// cache survives, as it does when only the process dies; power loss is the
+// crash-simulating filesystem's job).
+package failpoint
+
+// ExitCode is the status a process stopped at a failpoint exits with.
+const ExitCode = 86
+
+// The durable steps, in the order an import reaches them.
+const (
+	PackBeforeSync     = "pack-before-sync"      // pack data written, not yet fsynced
+	PackBeforeRename   = "pack-before-rename"    // pack fsynced under its temp name
+	PackBeforeDirSync  = "pack-before-dir-sync"  // pack renamed, directory not yet fsynced
+	IndexBeforeCommit  = "index-before-commit"   // pack published, index not yet updated
+	IndexAfterCommit   = "index-after-commit"    // pack indexed
+	RefBeforeUpdate    = "ref-before-update"     // objects durable and indexed, ref not yet moved
+	RefAfterUpdate     = "ref-after-update"      // ref moved
+	GCBeforeSweep      = "gc-before-sweep"       // gc marked, nothing removed yet
+	GCAfterForgetPack  = "gc-after-forget-pack"  // gc removed a pack from the index, file not yet deleted
+	GCAfterRewritePack = "gc-after-rewrite-pack" // gc published a rewritten pack, old one still indexed
+)
+
+// All lists every failpoint.
+var All = []string{PackBeforeSync, PackBeforeRename, PackBeforeDirSync, IndexBeforeCommit, IndexAfterCommit,
+	RefBeforeUpdate, RefAfterUpdate, GCBeforeSweep, GCAfterForgetPack, GCAfterRewritePack}
