@@ -86,6 +86,13 @@ func releaseMapped(m []byte, loc Location) {
 // copy), so dst is the only buffer a caller recycles.
 func (s *Store) readLocated(id ID, loc Location, dst []byte) (out []byte, err error) {
 	m, err := s.packMap(loc.Pack)
+	if err != nil && errors.Is(err, ErrIntegrity) {
+		// gc in another process may have moved the object to a rewritten pack
+		// since loc was looked up: follow the index once.
+		if now, ok, lerr := s.locate(id); lerr == nil && ok && now.Pack != loc.Pack {
+			return s.readLocated(id, now, dst)
+		}
+	}
 	if err != nil {
 		var ie *IntegrityError
 		if errors.As(err, &ie) {
