@@ -44,27 +44,7 @@ func TestServeRoundTrip(t *testing.T) {
 	token := strings.TrimSpace(mustHeft(t, storeDir, "token", "create", "--scope", "write", "--namespace", "org", "--namespace", "team").stdout)
 	readOther := strings.TrimSpace(mustHeft(t, storeDir, "token", "create", "--scope", "read", "--namespace", "other").stdout)
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	srv := exec.Command(heftBin, "--store", storeDir, "serve", "--addr", addr)
-	stderr, _ := srv.StderrPipe()
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { srv.Process.Signal(os.Interrupt); srv.Wait() }()
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), `"level":"ERROR"`) {
-				t.Logf("server: %s", sc.Text())
-			}
-		}
-	}()
-	waitListening(t, addr)
+	addr := startServe(t, storeDir)
 
 	spec := map[string]any{"upload_repo": "team/uploaded", "upload_dir": upload, "cache": filepath.Join(root, "hf-cache"),
 		"download": []string{"org/tuned", "org/bridge", "team/uploaded"}}
@@ -142,4 +122,32 @@ func waitListening(t *testing.T, addr string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("heft serve did not listen on %s", addr)
+}
+
+// startServe runs `heft serve` on a free loopback port until the test ends, and
+// logs the server's errors.
+func startServe(t *testing.T, storeDir string, args ...string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	srv := exec.Command(heftBin, append([]string{"--store", storeDir, "serve", "--addr", addr}, args...)...)
+	stderr, _ := srv.StderrPipe()
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Signal(os.Interrupt); srv.Wait() })
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), `"level":"ERROR"`) {
+				t.Logf("server: %s", sc.Text())
+			}
+		}
+	}()
+	waitListening(t, addr)
+	return addr
 }

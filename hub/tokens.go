@@ -20,8 +20,10 @@ import (
 )
 
 // TokenPrefix starts every token a TokenStore creates, so that a leaked one
-// is recognisable (secret scanners, logs).
-const TokenPrefix = "heft_"
+// is recognisable (secret scanners, logs). It starts with "hf_" because
+// @huggingface/hub refuses any access token that does not ("Your access token
+// must start with 'hf_'").
+const TokenPrefix = "hf_heft_"
 
 // tokenSecretLen is the length of the base62 part: 32 random bytes (256
 // bits) need 43 base62 digits.

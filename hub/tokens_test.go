@@ -37,7 +37,7 @@ func TestTokenStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(tok, "heft_") || len(tok) != len("heft_")+43 || strings.Trim(tok[5:], "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") != "" {
+	if !strings.HasPrefix(tok, hub.TokenPrefix) || len(tok) != len(hub.TokenPrefix)+43 || strings.Trim(tok[len(hub.TokenPrefix):], "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") != "" {
 		t.Errorf("token %q is not heft_ + 43 base62 digits", tok)
 	}
 	if info.Name != "ci" || info.User != "alice" || !strings.HasPrefix(info.ID, "tok_") || len(info.Grants) != 2 {
@@ -61,7 +61,7 @@ func TestTokenStore(t *testing.T) {
 		id.Can("acme", hub.RoleWrite) || id.Can("bob", hub.RoleRead) || len(id.Orgs) != 1 || id.Orgs[0] != "acme" {
 		t.Errorf("Authenticate = %+v, %v", id, err)
 	}
-	for _, bad := range []string{"", "heft_", tok[:len(tok)-1], tok + "0", "hf_" + tok[5:], strings.ToUpper(tok)} {
+	for _, bad := range []string{"", hub.TokenPrefix, tok[:len(tok)-1], tok + "0", "hf_" + tok[len(hub.TokenPrefix):], "heft_" + tok[len(hub.TokenPrefix):], strings.ToUpper(tok)} {
 		if _, err := s.Authenticate(ctx, bad); !errors.Is(err, hub.ErrInvalidToken) {
 			t.Errorf("Authenticate(%q) = %v, want ErrInvalidToken", bad, err)
 		}
