@@ -111,6 +111,18 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (*GCResult, error) {
 			return nil, fmt.Errorf("gc refuses to run: upload %s: %w", f.Short(), err)
 		}
 	}
+	// Chunks of interrupted pulls, so that they resume.
+	journal, err := s.journalRoots(opts.DryRun)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range journal {
+		if _, ok, err := s.locate(c.ID); err != nil {
+			return nil, err
+		} else if ok {
+			w.seen[c.ID] = KindChunk
+		}
+	}
 	live := w.seen
 	if err := s.addDeltaBases(live); err != nil {
 		return nil, fmt.Errorf("gc refuses to run: %w", err)

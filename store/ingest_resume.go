@@ -776,3 +776,43 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	c.n += int64(n)
 	return n, err
 }
+
+// journalRoots returns the chunks named by ingest journals written within
+// UploadGrace (gc keeps them, so a pull interrupted for less than a day resumes
+// without fetching them again) and, unless dryRun, deletes older journals.
+func (s *Store) journalRoots(dryRun bool) ([]ChunkRef, error) {
+	entries, err := os.ReadDir(s.journalDir())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list ingest journals: %w", err)
+	}
+	var roots []ChunkRef
+	now := s.now()
+	for _, e := range entries {
+		if e.IsDir() || filepath.Ext(e.Name()) != ".json" {
+			continue
+		}
+		path := filepath.Join(s.journalDir(), e.Name())
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		if now.Sub(info.ModTime()) > UploadGrace {
+			if !dryRun {
+				_ = os.Remove(path)
+			}
+			continue
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		var j ingestJournal
+		if json.Unmarshal(data, &j) == nil && j.Version == journalVersion {
+			roots = append(roots, j.Chunks...)
+		}
+	}
+	return roots, nil
+}

@@ -281,3 +281,30 @@ func TestIngestResumableDamagedPrefix(t *testing.T) {
 		t.Fatalf("%+v", res)
 	}
 }
+
+// TestIngestJournalSurvivesGC: gc keeps the chunks an interrupted ingest journaled
+// (for UploadGrace), so a pull interrupted an hour ago still resumes.
+func TestIngestJournalSurvivesGC(t *testing.T) {
+	s := TestStore(t, Options{ChunkSize: 16 << 10, PackSize: 1 << 20})
+	data := make([]byte, 12<<20) // several content-defined chunks (1 MiB average)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	sum := sha256Hex(data)
+	f := &failingFetch{data: data, failAt: int64(len(data)) * 3 / 4}
+	if _, err := s.IngestResumable(ctx, "blob.bin", int64(len(data)), ResumableOptions{SHA256: sum, Fetch: f.fetch, CheckpointBytes: 1 << 20}); err == nil {
+		t.Fatal("the cut ingest succeeded")
+	}
+	before, err := s.ResumePoint(sum)
+	if err != nil || before == 0 {
+		t.Fatalf("resume point %d, %v", before, err)
+	}
+	if _, err := s.GC(ctx, GCOptions{Grace: -1}); err != nil {
+		t.Fatal(err)
+	}
+	after, err := s.ResumePoint(sum)
+	if err != nil || after != before {
+		t.Fatalf("after gc the resume point is %d (was %d): %v", after, before, err)
+	}
+}
