@@ -4,13 +4,16 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"path/filepath"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/heft-dev/heft/hub"
+	"github.com/heft-dev/heft/hub/remote"
 	"github.com/heft-dev/heft/internal/storehub"
+	"github.com/heft-dev/heft/internal/storeremote"
 	"github.com/heft-dev/heft/store"
 )
 
@@ -25,7 +28,7 @@ func openTokens(s *store.Store) (*hub.TokenStore, error) {
 func cmdServe() *cli.Command {
 	return &cli.Command{
 		Name:  "serve",
-		Usage: "serve the store over the Hugging Face Hub HTTP API (downloads and uploads for huggingface_hub, hf, vLLM)",
+		Usage: "serve the store over the Hugging Face Hub HTTP API (huggingface_hub, hf, @huggingface/hub, vLLM) and the heft remote protocol",
 		Flags: commonFlags(
 			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:8080", Usage: "listen address HOST:PORT"},
 			&cli.BoolFlag{Name: "anonymous-read", Usage: "let requests without a token list and download (default: every request needs a token)"},
@@ -50,12 +53,16 @@ func cmdServe() *cli.Command {
 				InlineUploadsForXetClients: c.Bool("inline-uploads-for-xet-clients"),
 			})
 			defer h.Close()
+			// The heft remote protocol (store-to-store push and pull) beside the Hub API.
+			mux := http.NewServeMux()
+			mux.Handle(remote.PathPrefix, remote.NewHandler(storeremote.New(s), remote.Options{Tokens: tokens, AnonymousRead: c.Bool("anonymous-read"), Logger: logger}))
+			mux.Handle("/", h)
 			ln, err := net.Listen("tcp", c.String("addr"))
 			if err != nil {
 				return fmt.Errorf("serve: %w", err)
 			}
 			logger.Info("heft serve", "addr", ln.Addr().String(), "store", s.Dir(), "anonymous_read", c.Bool("anonymous-read"))
-			return hub.ServeListenerGrace(c.Context, ln, h, c.Duration("shutdown-grace"))
+			return hub.ServeListenerGrace(c.Context, ln, mux, c.Duration("shutdown-grace"))
 		}),
 	}
 }
