@@ -63,7 +63,7 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 			cmdInit(), cmdImport(), cmdExport(), cmdLs(), cmdLog(), cmdShow(), cmdDiff(),
 			cmdTag(), cmdRm(), cmdStats(), cmdVerify(), cmdGC(), cmdRepair(), cmdServe(), cmdDemo(),
 			cmdDequant(), cmdQuantize(), cmdLora(), cmdAnalyze(), cmdLineage(), cmdToken(),
-			cmdRemote(), cmdPush(), cmdPull(),
+			cmdRemote(), cmdPush(), cmdPull(), cmdDoctor(),
 		},
 	}
 	return app

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -14,22 +15,65 @@ import (
 	"github.com/heft-dev/heft/store"
 )
 
-// deviceFlag selects where ops run. Only the CPU backend exists in this build.
+// deviceFlag selects where ops compute: a GPU through PJRT when one works
+// (auto), the CPU, or a GPU or nothing.
 func deviceFlag() cli.Flag {
-	return &cli.StringFlag{Name: "device", Value: "auto", Usage: "where to compute: auto, cpu or gpu", EnvVars: []string{"HEFT_DEVICE"}}
+	return &cli.StringFlag{Name: "device", Value: "auto", Usage: "where to compute: auto (a GPU if one works, else the CPU), cpu or gpu (heft doctor tells what auto finds)", EnvVars: []string{"HEFT_DEVICE"}}
 }
 
-// checkDevice validates --device; a demanded GPU that is not there is an
-// operational failure (exit 2).
-func checkDevice(c *cli.Context) error {
+// pluginFlag names the PJRT plugin explicitly.
+func pluginFlag() cli.Flag {
+	return &cli.StringFlag{Name: "pjrt-plugin", Usage: "PJRT plugin (.so) for --device auto or gpu (default: PJRT_PLUGIN_LIBRARY_PATH, then the jax CUDA 13/12 wheels python3 finds)", EnvVars: []string{"HEFT_PJRT_PLUGIN"}}
+}
+
+// checkDevice validates --device for the commands that write recipes
+// (dequant, quantize): the store evaluates recipes on the CPU, so the
+// device changes nothing there yet and is not probed.
+func checkDevice(c *cli.Context, e *env) error {
 	switch d := c.String("device"); d {
-	case "auto", "cpu":
+	case "", ops.DeviceAuto, ops.DeviceCPU:
 		return nil
-	case "gpu":
-		return fmt.Errorf("--device gpu: this build of heft has no GPU backend")
+	case ops.DeviceGPU:
+		e.info("heft: %s writes recipes that the store evaluates on the CPU; --device gpu does not apply to it yet", c.Command.Name)
+		return nil
 	default:
 		return usagef("--device %q: want auto, cpu or gpu", d)
 	}
+}
+
+// openBackend resolves --device for the commands that compute (lora
+// extract and merge, analyze): auto falls back to the CPU with one line on
+// stderr saying why; a demanded GPU that is not there is an operational
+// failure (exit 2). HEFT_GPU_MEMORY_FRACTION caps the GPU memory heft takes
+// (default 0.75, allocated on demand). The caller closes the backend.
+func openBackend(c *cli.Context, e *env) (ops.Backend, *ops.DeviceReport, error) {
+	d := c.String("device")
+	switch d {
+	case "":
+		d = ops.DeviceAuto // HEFT_DEVICE set but empty
+	case ops.DeviceAuto, ops.DeviceCPU, ops.DeviceGPU:
+	default:
+		return nil, nil, usagef("--device %q: want auto, cpu or gpu", d)
+	}
+	var frac float64
+	if v := os.Getenv("HEFT_GPU_MEMORY_FRACTION"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 || f > 1 {
+			return nil, nil, usagef("HEFT_GPU_MEMORY_FRACTION=%q: want a fraction in (0, 1]", v)
+		}
+		frac = f
+	}
+	be, rep, err := ops.OpenBackend(ops.DeviceOptions{
+		Device: d, Plugin: c.String("pjrt-plugin"), MemoryFraction: frac,
+		Logf: func(format string, args ...any) { e.info(format, args...) },
+	})
+	if err != nil {
+		return nil, rep, err
+	}
+	if rep.Chosen == ops.DeviceGPU {
+		e.info("heft: computing on %s", be.Name())
+	}
+	return be, rep, nil
 }
 
 func cmdDequant() *cli.Command {
@@ -44,7 +88,7 @@ func cmdDequant() *cli.Command {
 			deviceFlag(),
 		),
 		Action: withStore(1, "dequant takes one REF", func(c *cli.Context, e *env, s *store.Store) error {
-			if err := checkDevice(c); err != nil {
+			if err := checkDevice(c, e); err != nil {
 				return err
 			}
 			start := time.Now()
@@ -85,7 +129,7 @@ func cmdQuantize() *cli.Command {
 			deviceFlag(),
 		),
 		Action: withStore(1, "quantize takes one REF", func(c *cli.Context, e *env, s *store.Store) error {
-			if err := checkDevice(c); err != nil {
+			if err := checkDevice(c, e); err != nil {
 				return err
 			}
 			start := time.Now()
@@ -212,17 +256,19 @@ func cmdLora() *cli.Command {
 					&cli.StringFlag{Name: "base-model-name", Usage: "base_model_name_or_path to record (default: the base REF)"},
 					&cli.Uint64Flag{Name: "seed", Usage: "seed of the randomized SVD"},
 					&cli.StringFlag{Name: "message", Aliases: []string{"m"}, Usage: "commit message"},
-					deviceFlag(),
+					deviceFlag(), pluginFlag(),
 				),
 				Action: withStore(0, "lora extract takes no arguments (use --base, --tuned, --rank, --name)", func(c *cli.Context, e *env, s *store.Store) error {
-					if err := checkDevice(c); err != nil {
+					be, _, err := openBackend(c, e)
+					if err != nil {
 						return err
 					}
+					defer be.Close()
 					start := time.Now()
 					res, err := ops.LoraExtract(c.Context, storeops.New(s), ops.LoraExtractOptions{
 						Base: c.String("base"), Tuned: c.String("tuned"), Name: c.String("name"), Rank: c.Int("rank"),
 						Method: c.String("method"), DType: c.String("dtype"), BaseName: c.String("base-model-name"),
-						Seed: c.Uint64("seed"), Message: c.String("message"),
+						Seed: c.Uint64("seed"), Message: c.String("message"), Backend: be,
 					})
 					if err != nil {
 						return err
@@ -252,15 +298,18 @@ func cmdLora() *cli.Command {
 					&cli.StringFlag{Name: "adapter", Usage: "adapter REF", Required: true},
 					&cli.StringFlag{Name: "name", Aliases: []string{"n"}, Usage: "ref to write, NAME[:TAG]", Required: true},
 					&cli.StringFlag{Name: "message", Aliases: []string{"m"}, Usage: "commit message"},
-					deviceFlag(),
+					deviceFlag(), pluginFlag(),
 				),
 				Action: withStore(0, "lora merge takes no arguments (use --base, --adapter, --name)", func(c *cli.Context, e *env, s *store.Store) error {
-					if err := checkDevice(c); err != nil {
+					be, _, err := openBackend(c, e)
+					if err != nil {
 						return err
 					}
+					defer be.Close()
 					start := time.Now()
 					res, err := ops.LoraMerge(c.Context, storeops.New(s), ops.LoraMergeOptions{
 						Base: c.String("base"), Adapter: c.String("adapter"), Name: c.String("name"), Message: c.String("message"),
+						Backend: be,
 					})
 					if err != nil {
 						return err
@@ -290,14 +339,17 @@ func cmdAnalyze() *cli.Command {
 			&cli.StringFlag{Name: "modules", Usage: "regular expression selecting modules"},
 			&cli.StringFlag{Name: "png", Usage: "write a plot of energy vs rank to this PNG file"},
 			&cli.Uint64Flag{Name: "seed", Usage: "seed of the randomized SVD"},
-			deviceFlag(),
+			deviceFlag(), pluginFlag(),
 		),
 		Action: withStore(0, "analyze takes no arguments (use --base and --tuned)", func(c *cli.Context, e *env, s *store.Store) error {
-			if err := checkDevice(c); err != nil {
+			be, _, err := openBackend(c, e)
+			if err != nil {
 				return err
 			}
+			defer be.Close()
 			opts := ops.AnalyzeOptions{Base: c.String("base"), Tuned: c.String("tuned"), Quantized: c.String("quantized"),
-				Scheme: c.String("scheme"), Ranks: c.IntSlice("rank"), Modules: c.String("modules"), Seed: c.Uint64("seed")}
+				Scheme: c.String("scheme"), Ranks: c.IntSlice("rank"), Modules: c.String("modules"), Seed: c.Uint64("seed"),
+				Backend: be}
 			var png *os.File
 			if p := c.String("png"); p != "" {
 				f, err := os.Create(p)

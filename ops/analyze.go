@@ -32,6 +32,9 @@ type AnalyzeOptions struct {
 	// PNG, when set, receives a plot of energy vs rank per module type.
 	PNG  io.Writer
 	Seed uint64
+	// Backend computes the SVDs, quantizations and dequantizations (nil:
+	// the CPU).
+	Backend Backend
 }
 
 // AnalyzeModule is one module's report.
@@ -99,11 +102,12 @@ func Analyze(ctx context.Context, m Models, opts AnalyzeOptions) (*AnalyzeResult
 	if err != nil {
 		return nil, err
 	}
-	base, err := newDenseView(m, baseMd)
+	be := backendOr(opts.Backend)
+	base, err := newDenseView(ctx, m, baseMd, be)
 	if err != nil {
 		return nil, err
 	}
-	tuned, err := newDenseView(m, tunedMd)
+	tuned, err := newDenseView(ctx, m, tunedMd, be)
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +122,7 @@ func Analyze(ctx context.Context, m Models, opts AnalyzeOptions) (*AnalyzeResult
 		if err != nil {
 			return nil, err
 		}
-		if qview, err = newDenseView(m, qMd); err != nil {
+		if qview, err = newDenseView(ctx, m, qMd, be); err != nil {
 			return nil, err
 		}
 		if !qview.quantized() {
@@ -159,7 +163,7 @@ func Analyze(ctx context.Context, m Models, opts AnalyzeOptions) (*AnalyzeResult
 			continue
 		}
 		out, in := int(ts[0]), int(ts[1])
-		am, err := analyzeModule(base, tuned, qview, qs, name, bdt, out, in, ranks, nspec, opts.Seed)
+		am, err := analyzeModule(ctx, be, base, tuned, qview, qs, name, bdt, out, in, ranks, nspec, opts.Seed)
 		if err != nil {
 			return nil, err
 		}
@@ -210,7 +214,7 @@ func Analyze(ctx context.Context, m Models, opts AnalyzeOptions) (*AnalyzeResult
 
 // analyzeModule measures one module. The energy curve up to the largest rank is
 // kept (unexported) for the plot.
-func analyzeModule(base, tuned, qview *denseView, qs quant.QuantizeScheme, name, baseDType string, out, in int, ranks []int, nspec int, seed uint64) (AnalyzeModule, error) {
+func analyzeModule(ctx context.Context, be Backend, base, tuned, qview *denseView, qs quant.QuantizeScheme, name, baseDType string, out, in int, ranks []int, nspec int, seed uint64) (AnalyzeModule, error) {
 	am := AnalyzeModule{Out: out, In: in}
 	w, err := base.floats(name, nil)
 	if err != nil {
@@ -231,7 +235,7 @@ func analyzeModule(base, tuned, qview *denseView, qs quant.QuantizeScheme, name,
 		am.RelDelta = am.DeltaNorm / wNorm
 	}
 	maxRank := ranks[len(ranks)-1]
-	svd, err := linalg.TruncatedSVD(delta, maxRank, linalg.SVDOptions{Seed: seed})
+	svd, err := be.TruncatedSVD(ctx, delta, maxRank, SVDOptions{Seed: seed})
 	if err != nil {
 		return am, fmt.Errorf("%s: %w", name, err)
 	}
@@ -256,7 +260,7 @@ func analyzeModule(base, tuned, qview *denseView, qs quant.QuantizeScheme, name,
 			return am, err
 		}
 		info := safetensors.TensorInfo{Name: name, DType: safetensors.DType(baseDType), Shape: []uint64{uint64(out), uint64(in)}, End: uint64(len(raw))}
-		qts, err := quant.QuantizeWeight(qs, info, raw)
+		qts, err := be.QuantizeWeight(ctx, qs, info, raw)
 		if err != nil {
 			return am, err
 		}
@@ -266,8 +270,8 @@ func analyzeModule(base, tuned, qview *denseView, qs quant.QuantizeScheme, name,
 			mod.Tensors[qt.Role] = safetensors.TensorInfo{Name: qt.Name, DType: qt.DType, Shape: qt.Shape, End: uint64(len(qt.Data))}
 			data[qt.Role] = qt.Data
 		}
-		rawDQ, err := quant.Dequantize(mod, data, safetensors.F32)
-		if err != nil {
+		rawDQ := make([]byte, out*in*4)
+		if err := be.Dequantize(ctx, rawDQ, mod, data, safetensors.F32); err != nil {
 			return am, err
 		}
 		if dq, err = decodeFloats(string(safetensors.F32), rawDQ, nil); err != nil {

@@ -32,6 +32,8 @@ type LoraExtractOptions struct {
 	// Seed seeds the randomized SVD (results are reproducible for a seed).
 	Seed    uint64
 	Message string
+	// Backend computes the SVDs and dequantizations (nil: the CPU).
+	Backend Backend
 }
 
 // LoraModule reports one extracted module.
@@ -130,11 +132,12 @@ func LoraExtract(ctx context.Context, m Models, opts LoraExtractOptions) (*LoraE
 	if err != nil {
 		return nil, err
 	}
-	base, err := newDenseView(m, baseMd)
+	be := backendOr(opts.Backend)
+	base, err := newDenseView(ctx, m, baseMd, be)
 	if err != nil {
 		return nil, err
 	}
-	tuned, err := newDenseView(m, tunedMd)
+	tuned, err := newDenseView(ctx, m, tunedMd, be)
 	if err != nil {
 		return nil, err
 	}
@@ -215,7 +218,7 @@ func LoraExtract(ctx context.Context, m Models, opts LoraExtractOptions) (*LoraE
 				if err := ctx.Err(); err != nil {
 					return nil, err
 				}
-				a, b, rep, err := extractModule(base, tuned, mod.name, mod.out, mod.in, mod.rank, dtype, opts.Seed)
+				a, b, rep, err := extractModule(ctx, be, base, tuned, mod.name, mod.out, mod.in, mod.rank, dtype, opts.Seed)
 				if err != nil {
 					return nil, err
 				}
@@ -334,7 +337,7 @@ func targetModules(mods []loraPlan) []string {
 }
 
 // extractModule computes one module's factors, rounded to dtype, and its report.
-func extractModule(base, tuned *denseView, name string, out, in, rank int, dtype string, seed uint64) (a, b []byte, rep LoraModule, err error) {
+func extractModule(ctx context.Context, be Backend, base, tuned *denseView, name string, out, in, rank int, dtype string, seed uint64) (a, b []byte, rep LoraModule, err error) {
 	tv, err := tuned.floats(name, nil)
 	if err != nil {
 		return nil, nil, rep, err
@@ -351,7 +354,7 @@ func extractModule(base, tuned *denseView, name string, out, in, rank int, dtype
 	if err != nil {
 		return nil, nil, rep, err
 	}
-	svd, err := linalg.TruncatedSVD(delta, rank, linalg.SVDOptions{Seed: seed})
+	svd, err := be.TruncatedSVD(ctx, delta, rank, SVDOptions{Seed: seed})
 	if err != nil {
 		return nil, nil, rep, fmt.Errorf("%s: %w", name, err)
 	}

@@ -20,6 +20,9 @@ type LoraMergeOptions struct {
 	Base, Adapter string // REFs
 	Name          string // ref to write
 	Message       string
+	// Backend dequantizes a quantized base (nil: the CPU). The merge
+	// itself runs on the CPU.
+	Backend Backend
 }
 
 // LoraMergeResult is what a merge wrote.
@@ -141,7 +144,7 @@ func LoraMerge(ctx context.Context, m Models, opts LoraMergeOptions) (*LoraMerge
 	if err != nil {
 		return nil, err
 	}
-	base, err := newDenseView(m, baseMd)
+	base, err := newDenseView(ctx, m, baseMd, opts.Backend)
 	if err != nil {
 		return nil, err
 	}

@@ -9,7 +9,9 @@
 // recomputes them on read and checks them against their hash.
 //
 // ops depends on the store only through the Models interface declared here; the
-// command-line layer adapts the real store to it.
+// command-line layer adapts the real store to it. The numerical kernels run on a
+// Backend (backend.go): the CPU by default, or a GPU through XLA's PJRT plugin
+// (ops/internal/pjrtgpu), chosen by OpenBackend.
 package ops
 
 import (

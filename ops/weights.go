@@ -1,6 +1,7 @@
 package ops
 
 import (
+	"context"
 	"fmt"
 	"slices"
 
@@ -9,21 +10,24 @@ import (
 )
 
 // denseView presents a model, quantized or not, as dense float32 weights: a
-// quantized module's weight is its dequantization, any other float tensor its
-// values.
+// quantized module's weight is its dequantization (computed by the op's
+// backend), any other float tensor its values.
 type denseView struct {
 	m       Models
 	md      *model
 	qm      *quant.Model
 	modules map[string]quant.Module // by dense weight name
+	// ctx and be are the op's: the view lives for one op call.
+	ctx context.Context
+	be  Backend
 }
 
-func newDenseView(m Models, md *model) (*denseView, error) {
+func newDenseView(ctx context.Context, m Models, md *model, be Backend) (*denseView, error) {
 	qm, err := quant.Detect(md.config, md.infos(), md.side)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrInput, md.ref, err)
 	}
-	v := &denseView{m: m, md: md, qm: qm, modules: map[string]quant.Module{}}
+	v := &denseView{m: m, md: md, qm: qm, modules: map[string]quant.Module{}, ctx: ctx, be: backendOr(be)}
 	for _, mod := range qm.Modules {
 		out, in, err := moduleDims(m, md, mod)
 		if err != nil {
@@ -63,8 +67,8 @@ func (v *denseView) floats(name string, dst []float32) ([]float32, error) {
 			}
 			data[r] = b
 		}
-		raw, err := quant.Dequantize(mod, data, safetensors.F32)
-		if err != nil {
+		raw := make([]byte, mod.Out*mod.In*4)
+		if err := v.be.Dequantize(v.ctx, raw, mod, data, safetensors.F32); err != nil {
 			return nil, fmt.Errorf("%s: %w", v.md.ref, err)
 		}
 		return decodeFloats(string(safetensors.F32), raw, dst)

@@ -5,7 +5,11 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out="$here/out"
 mkdir -p "$out/wheels"
-(cd "$root" && CGO_ENABLED=${CGO_ENABLED:-0} go build -trimpath -o "$out/heft" .)
+# Stripped, like gpubench below: the device tool carries at most 64 MiB.
+(cd "$root" && CGO_ENABLED=${CGO_ENABLED:-0} go build -trimpath -ldflags='-s -w' -o "$out/heft" .)
+# The GPU check and benchmark: cgo (go-xla dlopens the PJRT plugin), stripped.
+# It links only libc, so a binary built here runs on the GPU machine's glibc.
+(cd "$root" && CGO_ENABLED=1 go build -trimpath -ldflags='-s -w' -o "$out/gpubench" ./ops/internal/pjrtgpu/gpubench)
 # Pure-Python wheels, and pydantic_core for each Python the machine might run.
 python3 -m pip download -q --no-deps -d "$out/wheels" compressed-tensors loguru pydantic annotated_types typing_inspection
 for v in 3.10 3.11 3.12 3.13 3.14; do

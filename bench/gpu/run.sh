@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run.sh: the GPU machine's checks and benchmarks, in one call of the device tool.
 #
-#   bench/gpu/prepare.sh        # here: builds bench/gpu/out/heft and fetches the wheels
+#   bench/gpu/prepare.sh        # here: builds bench/gpu/out/heft and gpubench, fetches the wheels
 #   bench/gpu/run.sh            # there (device tool, carry bench/gpu/out): prints a report
 #
 # The GPU machine has torch, transformers, peft and safetensors but no network and
@@ -31,4 +31,10 @@ python3 "$here/libcheck.py" --heft "$out/heft" --work "$results/libcheck-work" >
 status=$?
 cat "$results/libcheck.json"
 rm -rf "$results/libcheck-work"
+if [ -x "$out/gpubench" ]; then
+    echo "== gpubench: PJRT GPU backend parity, LoRA extraction vs torch.linalg.svd, FP8 dequant bandwidth"
+    "$here/gpubench.sh" | tee "$results/gpubench.txt"
+    gstatus=${PIPESTATUS[0]}
+    [ "$status" -eq 0 ] && status=$gstatus
+fi
 exit $status

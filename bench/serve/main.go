@@ -29,6 +29,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -241,6 +242,25 @@ t = time.time(); snapshot_download("bench/model", cache_dir=sys.argv[1]); print(
 		fmt.Printf("  snapshot_download from heft serve: %.2f s = %.2f GB/s (best of %d, cold cache each time)\n", best, float64(total)/best/1e9, reps)
 		summary["snapshot_download_gbps"] = float64(total) / best / 1e9
 	}
+	// heft pull from the server into an empty store, over the heft remote protocol.
+	other := filepath.Join(work, "other")
+	if out, err := exec.Command(heftBin, "--store", other, "remote", "add", "origin", "http://"+heftAddr).CombinedOutput(); err != nil {
+		return fmt.Errorf("remote add: %v: %s", err, out)
+	}
+	pull := exec.Command(heftBin, "--store", other, "pull", "origin", "bench/model")
+	pull.Env = append(os.Environ(), "HEFT_TOKEN="+token)
+	start := time.Now()
+	if out, err := pull.CombinedOutput(); err != nil {
+		return fmt.Errorf("heft pull: %v: %s", err, out)
+	}
+	secs := time.Since(start).Seconds()
+	pullRSS := int64(0)
+	if ru, ok := pull.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		pullRSS = ru.Maxrss
+	}
+	fmt.Printf("  heft pull (store to store, loopback): %.2f s = %.2f GB/s of model, peak RSS %d MiB\n", secs, float64(total)/secs/1e9, pullRSS>>10)
+	summary["pull_gbps"] = float64(total) / secs / 1e9
+	summary["pull_peak_rss_kib"] = pullRSS
 	enc, _ := json.Marshal(summary)
 	fmt.Println(string(enc))
 	return nil

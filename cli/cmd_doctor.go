@@ -1,0 +1,162 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sort"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/heft-dev/heft/ops"
+)
+
+// doctorReport is `heft doctor --json`.
+type doctorReport struct {
+	OS      string            `json:"os"`
+	Arch    string            `json:"arch"`
+	Go      string            `json:"go"`
+	Device  *ops.DeviceReport `json:"device"`
+	Env     map[string]string `json:"env"` // the variables that steer the choice
+	Failure string            `json:"failure,omitempty"`
+}
+
+// doctorEnv are the environment variables doctor reports.
+var doctorEnv = []string{"HEFT_DEVICE", "HEFT_PJRT_PLUGIN", "HEFT_GPU_MEMORY_FRACTION", "PJRT_PLUGIN_LIBRARY_PATH",
+	"XLA_FLAGS", "CUDA_VISIBLE_DEVICES", "CUDA_HOME", "TF_CPP_MIN_LOG_LEVEL", "GOPJRT_CUDA_CHECKS"}
+
+// cmdDoctor probes for a GPU backend the way the ops commands do and
+// reports what it found and why a backend was or was not chosen.
+func cmdDoctor() *cli.Command {
+	return &cli.Command{
+		Name:  "doctor",
+		Usage: "report which compute backend the ops commands would use (a GPU through PJRT, or the CPU) and why",
+		Description: "Probes as `heft lora extract` does: --pjrt-plugin (HEFT_PJRT_PLUGIN), else PJRT_PLUGIN_LIBRARY_PATH, else the\n" +
+			"jax CUDA 13/12 wheels found by python3; loads the plugin, creates a client and runs a smoke program (exp and a\n" +
+			"matmul: a CUDA setup without ptxas or libdevice fails there). Exit 0 when the requested device is usable\n" +
+			"(auto always is: it falls back to the CPU), 2 when --device gpu finds no GPU.",
+		Flags: commonFlags(deviceFlag(), pluginFlag()),
+		Action: func(c *cli.Context) error {
+			e := getEnv(c)
+			if c.NArg() != 0 {
+				return usagef("doctor takes no arguments")
+			}
+			be, rep, err := openBackend(c, &env{stdout: e.stdout, stderr: e.stderr, quiet: true})
+			var ue usageError
+			if errors.As(err, &ue) {
+				return err
+			}
+			if be != nil {
+				defer be.Close()
+			}
+			dr := doctorReport{OS: runtime.GOOS, Arch: runtime.GOARCH, Go: runtime.Version(), Device: rep, Env: map[string]string{}}
+			for _, k := range doctorEnv {
+				if v, ok := os.LookupEnv(k); ok {
+					dr.Env[k] = v
+				}
+			}
+			if err != nil {
+				dr.Failure = err.Error()
+			}
+			if e.json {
+				if perr := e.printJSON(dr); perr != nil {
+					return perr
+				}
+			} else {
+				printDoctor(e, dr)
+			}
+			if err != nil {
+				return silentExit{ExitOperational}
+			}
+			return nil
+		},
+	}
+}
+
+func printDoctor(e *env, dr doctorReport) {
+	w := e.stdout
+	line := func(k, format string, args ...any) { fmt.Fprintf(w, "%-22s %s\n", k+":", fmt.Sprintf(format, args...)) }
+	rep := dr.Device
+	g := rep.GPU
+	build := "cgo (PJRT backend compiled in)"
+	if g != nil && !g.Cgo {
+		build = "no cgo (CPU only)"
+	}
+	line("build", "%s/%s, %s, %s", dr.OS, dr.Arch, dr.Go, build)
+	line("requested", "%s", rep.Requested)
+	line("chosen", "%s", rep.Backend)
+	line("reason", "%s", rep.Reason)
+	if dr.Failure != "" {
+		line("failure", "%s", dr.Failure)
+	}
+	if g == nil {
+		return
+	}
+	if len(g.Candidates) > 0 {
+		fmt.Fprintln(w, "plugin search:")
+		for _, c := range g.Candidates {
+			mark := "found"
+			switch {
+			case !c.Exists:
+				mark = "absent"
+			case g.Plugin == c.Path:
+				mark = "USED"
+			case c.Error != "":
+				mark = "failed"
+			}
+			fmt.Fprintf(w, "  %-7s %s  (%s)", mark, c.Path, c.Source)
+			if c.Error != "" {
+				fmt.Fprintf(w, ": %s", c.Error)
+			}
+			fmt.Fprintln(w)
+		}
+	}
+	if g.Plugin != "" {
+		line("plugin", "%s", g.Plugin)
+	}
+	if g.PJRTVersion != "" {
+		built := g.GoXLA
+		if built == "" {
+			built = "go-xla (version not recorded in this binary)"
+		}
+		line("PJRT C API", "%s (plugin); heft built with %s", g.PJRTVersion, built)
+	}
+	if len(g.Attributes) > 0 {
+		keys := make([]string, 0, len(g.Attributes))
+		for k := range g.Attributes {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		var kv []string
+		for _, k := range keys {
+			kv = append(kv, k+"="+g.Attributes[k])
+		}
+		line("plugin attributes", "%s", strings.Join(kv, ", "))
+	}
+	if g.Platform != "" {
+		line("platform", "%s %s", g.Platform, g.PlatformVer)
+	}
+	for i, d := range g.Devices {
+		line(fmt.Sprintf("device %d", i), "%s", d)
+	}
+	for i, c := range g.GPUs {
+		line(fmt.Sprintf("nvidia-smi gpu %d", i), "%s", c)
+	}
+	if g.MemoryFraction > 0 && g.Plugin != "" {
+		line("memory", "preallocate=false, memory_fraction=%.2f (HEFT_GPU_MEMORY_FRACTION)", g.MemoryFraction)
+	}
+	line("XLA_FLAGS", "%s", g.XLAFlags)
+	if g.CUDADataDir != "" {
+		line("CUDA data dir", "%s (%s)", g.CUDADataDir, g.CUDADataDirFrom)
+	} else if g.Platform == "cuda" || len(g.GPUs) > 0 {
+		line("CUDA data dir", "none found (no bin/ptxas with nvvm/libdevice): GPU compiles will fail; set XLA_FLAGS=--xla_gpu_cuda_data_dir=DIR")
+	}
+	if g.CUDAVisible != "" {
+		line("CUDA_VISIBLE_DEVICES", "%s", g.CUDAVisible)
+	}
+	if g.Smoke != "" {
+		line("smoke test", "%s", g.Smoke)
+	}
+}

@@ -1,0 +1,148 @@
+//go:build cgo && linux
+
+package pjrtgpu
+
+import (
+	"errors"
+	"math"
+	"os"
+	"sync"
+	"testing"
+
+	"github.com/heft-dev/heft/ops/internal/linalg"
+)
+
+// The kernels run on whatever PJRT plugin HEFT_TEST_PJRT_PLUGIN names. The
+// XLA CPU plugin of PyPI's xla-cpu-pjrt wheel runs them on any Linux
+// machine:
+//
+//	pip download --no-deps -d /tmp/x xla-cpu-pjrt && unzip -o -d /tmp/x /tmp/x/xla_cpu_pjrt-*.whl
+//	HEFT_TEST_PJRT_PLUGIN=/tmp/x/xla_plugins/xla_cpu_pjrt/xla_cpu_pjrt.so go test ./ops/internal/pjrtgpu
+//
+// Without it these tests skip; gpubench runs the same cases on the GPU.
+
+var (
+	testDevOnce sync.Once
+	testDev     *Device
+	testDevErr  error
+)
+
+func testDevice(t *testing.T) *Device {
+	t.Helper()
+	path := os.Getenv("HEFT_TEST_PJRT_PLUGIN")
+	if path == "" {
+		t.Skip("HEFT_TEST_PJRT_PLUGIN is not set: no PJRT plugin to run the kernels on")
+	}
+	testDevOnce.Do(func() {
+		var rep *Report
+		testDev, rep, testDevErr = Open(Options{Plugin: path})
+		if testDevErr == nil {
+			t.Logf("device %s, PJRT %s, smoke %s", testDev.Name(), rep.PJRTVersion, rep.Smoke)
+		}
+	})
+	if testDevErr != nil {
+		t.Fatalf("open %s: %v", path, testDevErr)
+	}
+	return testDev
+}
+
+func TestDequantFP8Parity(t *testing.T) {
+	d := testDevice(t)
+	for _, c := range DequantCases(1) {
+		bad, first, err := CheckDequant(d, c)
+		if err != nil {
+			t.Errorf("%s: %v", c.Name, err)
+			continue
+		}
+		if bad > 0 {
+			t.Errorf("%s: %d elements differ; first %s", c.Name, bad, first)
+		}
+	}
+}
+
+func TestQuantizeFP8Parity(t *testing.T) {
+	d := testDevice(t)
+	refused := 0
+	for _, c := range QuantizeCases(1) {
+		r, err := CheckQuantize(d, c)
+		if err != nil {
+			t.Errorf("%s: %v", c.Name, err)
+		}
+		if r {
+			refused++
+		}
+	}
+	if refused != 3 {
+		t.Errorf("%d cases refused by the CPU, want the 3 made to be", refused)
+	}
+}
+
+func TestTruncatedSVDAccuracy(t *testing.T) {
+	d := testDevice(t)
+	for _, c := range SVDCases(7) {
+		res, err := CheckSVD(d, c)
+		if err != nil {
+			t.Errorf("%s: %v", c.Name, err)
+			continue
+		}
+		t.Logf("%s: error %.6g, optimum %.6g, ratio %.5f, orthogonality %.2g, q %d", c.Name, res.Error, res.Optimum, res.Ratio, res.Orthogonality, res.PowerIters)
+		if res.Ratio > 1.01 {
+			t.Errorf("%s: error %.6g is %.4f× the optimum %.6g", c.Name, res.Error, res.Ratio, res.Optimum)
+		}
+		if res.Orthogonality > 1e-4 {
+			t.Errorf("%s: orthogonality error %.3g", c.Name, res.Orthogonality)
+		}
+	}
+}
+
+func TestTruncatedSVDMatchesCPU(t *testing.T) {
+	d := testDevice(t)
+	a := LowRankPlusNoise(256, 400, 20, 0.2, 3)
+	cpu, err := linalg.TruncatedSVD(a, 16, linalg.SVDOptions{Seed: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := d.TruncatedSVD(a, 16, SVDOptions{SVDOptions: linalg.SVDOptions{Seed: 9}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Same sketch and iterations: the singular values agree to float32
+	// rounding and the power iterations stop at the same count.
+	if cpu.PowerIters != dev.PowerIters {
+		t.Errorf("power iterations: device %d, cpu %d", dev.PowerIters, cpu.PowerIters)
+	}
+	for i := range cpu.S {
+		if math.Abs(cpu.S[i]-dev.S[i]) > 1e-4*cpu.S[0] {
+			t.Errorf("σ_%d: device %v, cpu %v", i, dev.S[i], cpu.S[i])
+		}
+	}
+}
+
+func TestTruncatedSVDUnsupported(t *testing.T) {
+	d := testDevice(t)
+	nan := LowRankPlusNoise(200, 300, 4, 0.1, 1)
+	nan.Data[1234] = float32(math.NaN())
+	for name, c := range map[string]struct {
+		a    linalg.Matrix
+		rank int
+	}{
+		"NaN":        {nan, 8},
+		"exact path": {LowRankPlusNoise(40, 300, 4, 0.1, 1), 32},
+		"rank 0":     {LowRankPlusNoise(100, 300, 4, 0.1, 1), 0},
+		"malformed":  {linalg.Matrix{Rows: 3, Cols: 3, Data: make([]float32, 8)}, 2},
+	} {
+		if _, err := d.TruncatedSVD(c.a, c.rank, SVDOptions{}); !errors.Is(err, ErrUnsupported) {
+			t.Errorf("%s: %v, want ErrUnsupported", name, err)
+		}
+	}
+	zero := linalg.NewMatrix(200, 300)
+	res, err := d.TruncatedSVD(zero, 8, SVDOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range res.S {
+		if s != 0 {
+			t.Fatalf("zero matrix: S = %v", res.S)
+		}
+	}
+}

@@ -1,0 +1,445 @@
+package pjrtgpu
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	"gonum.org/v1/gonum/mat"
+
+	"github.com/heft-dev/heft/codec/numeric"
+	"github.com/heft-dev/heft/codec/quant"
+	"github.com/heft-dev/heft/codec/safetensors"
+	"github.com/heft-dev/heft/ops/internal/linalg"
+)
+
+// Parity cases: the device kernels against the CPU kernels on random data
+// and edge cases. The package tests run them on any PJRT plugin they are
+// given (HEFT_TEST_PJRT_PLUGIN, e.g. the XLA CPU plugin), and gpubench runs
+// them on the GPU before timing anything.
+
+// DequantCase is one FP8 block dequantization to compare.
+type DequantCase struct {
+	Name    string
+	Module  quant.Module
+	Tensors map[quant.Role][]byte
+	DType   safetensors.DType
+}
+
+// fp8Module describes an FP8 E4M3 block module [out, in] with scales of sd.
+func fp8Module(native bool, out, in, bh, bw int, sd safetensors.DType) quant.Module {
+	f := quant.FormatCTFloat
+	if native {
+		f = quant.FormatFP8
+	}
+	r, c := cdiv(out, bh), cdiv(in, bw)
+	return quant.Module{
+		Prefix: "model.layers.0.mlp.up_proj",
+		Scheme: quant.Scheme{Format: f, Type: quant.TypeFloat, Bits: 8, CodeDType: safetensors.F8E4M3,
+			Strategy: quant.StrategyBlock, BlockSize: [2]int{bh, bw}, Symmetric: true},
+		Tensors: map[quant.Role]safetensors.TensorInfo{
+			quant.RoleCodes: {Name: "model.layers.0.mlp.up_proj.weight", DType: safetensors.F8E4M3, Shape: []uint64{uint64(out), uint64(in)}, End: uint64(out * in)},
+			quant.RoleScale: {Name: "model.layers.0.mlp.up_proj.weight_scale", DType: sd, Shape: []uint64{uint64(r), uint64(c)}, End: uint64(r * c * sd.BitSize() / 8)},
+		},
+		Out: out, In: in,
+	}
+}
+
+// scaleBytes encodes float32 scale values in sd (rounded, RNE).
+func scaleBytes(vals []float32, sd safetensors.DType) []byte {
+	b := make([]byte, len(vals)*sd.BitSize()/8)
+	for i, v := range vals {
+		switch sd {
+		case safetensors.BF16:
+			binary.LittleEndian.PutUint16(b[2*i:], numeric.F32ToBF16(v))
+		case safetensors.F16:
+			binary.LittleEndian.PutUint16(b[2*i:], numeric.F32ToF16(v))
+		default:
+			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+		}
+	}
+	return b
+}
+
+// DequantCases returns the dequantization cases: every code (NaNs, ±448,
+// subnormals, ±0) against ordinary, denormal, zero, negative, huge (overflow
+// to ±Inf) and NaN scales; partial edge blocks (200×300 by 128); odd blocks;
+// BF16, F16 and F32 scales; BF16 and F32 output; and a 1024×2048 random
+// tensor.
+func DequantCases(seed uint64) []DequantCase {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	var cases []DequantCase
+	add := func(name string, native bool, out, in, bh, bw int, sd safetensors.DType, codes []byte, scales []float32) {
+		for _, dt := range []safetensors.DType{safetensors.BF16, safetensors.F32} {
+			mod := fp8Module(native, out, in, bh, bw, sd)
+			cases = append(cases, DequantCase{
+				Name:    fmt.Sprintf("%s %dx%d block %dx%d %s scales → %s", name, out, in, bh, bw, sd, dt),
+				Module:  mod,
+				Tensors: map[quant.Role][]byte{quant.RoleCodes: codes, quant.RoleScale: scaleBytes(scales, sd)},
+				DType:   dt,
+			})
+		}
+	}
+	randCodes := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		return b
+	}
+	randScales := func(n int, lo, hi float64) []float32 {
+		s := make([]float32, n)
+		for i := range s {
+			s[i] = float32(math.Exp(lo + (hi-lo)*rng.Float64()))
+		}
+		return s
+	}
+	// Every code in every block, against edge-case scales.
+	allCodes := make([]byte, 256*256)
+	for i := range allCodes {
+		allCodes[i] = byte(i + i/256)
+	}
+	edge := []float32{1, 0.5, 1.0 / 448, 3.1e-3, 0, -2.5e-3, 1e-40, 3e38, float32(math.NaN()), 0x1p-126, 7.7e-41, 1.5e-5, 65504, 1e-8, 2, 0.0078125}
+	for _, sd := range []safetensors.DType{safetensors.F32, safetensors.BF16, safetensors.F16} {
+		add("every code, edge scales", sd == safetensors.BF16, 256, 256, 64, 64, sd, allCodes, edge)
+	}
+	add("partial edge blocks", false, 200, 300, 128, 128, safetensors.BF16, randCodes(200*300), randScales(2*3, -12, -4))
+	add("partial edge blocks", true, 200, 300, 128, 128, safetensors.F32, randCodes(200*300), randScales(2*3, -12, -4))
+	add("partial edge blocks", false, 200, 300, 128, 128, safetensors.F16, randCodes(200*300), randScales(2*3, -12, -4))
+	add("odd blocks, denormal products", false, 130, 70, 64, 32, safetensors.F32, randCodes(130*70), randScales(3*3, -100, -85))
+	add("one block", true, 100, 60, 128, 128, safetensors.BF16, randCodes(100*60), randScales(1, -8, -6))
+	add("random", true, 1024, 2048, 128, 128, safetensors.F32, randCodes(1024*2048), randScales(8*16, -12, -4))
+	return cases
+}
+
+// CheckDequant runs a case on the device and on the CPU and returns the
+// number of differing elements (NaN equals NaN for F32 output, whose NaN
+// payloads are unspecified) and a description of the first.
+func CheckDequant(d *Device, c DequantCase) (int, string, error) {
+	es := c.DType.BitSize() / 8
+	n := c.Module.Out * c.Module.In
+	want := make([]byte, n*es)
+	if err := quant.DequantizeInto(want, c.Module, c.Tensors, c.DType); err != nil {
+		return 0, "", fmt.Errorf("cpu: %w", err)
+	}
+	got := make([]byte, n*es)
+	if err := d.Dequantize(got, c.Module, c.Tensors, c.DType); err != nil {
+		return 0, "", fmt.Errorf("device: %w", err)
+	}
+	bad, first := 0, ""
+	for i := range n {
+		var g, w uint32
+		var same bool
+		if es == 2 {
+			g, w = uint32(binary.LittleEndian.Uint16(got[2*i:])), uint32(binary.LittleEndian.Uint16(want[2*i:]))
+			same = g == w
+		} else {
+			g, w = binary.LittleEndian.Uint32(got[4*i:]), binary.LittleEndian.Uint32(want[4*i:])
+			same = g == w || (math.IsNaN(float64(math.Float32frombits(g))) && math.IsNaN(float64(math.Float32frombits(w))))
+		}
+		if !same {
+			if bad == 0 {
+				first = fmt.Sprintf("element [%d, %d] (code 0x%02x): device %#x, cpu %#x", i/c.Module.In, i%c.Module.In, c.Tensors[quant.RoleCodes][i], g, w)
+			}
+			bad++
+		}
+	}
+	return bad, first, nil
+}
+
+// QuantizeCase is one fp8-block quantization to compare.
+type QuantizeCase struct {
+	Name   string
+	Scheme quant.QuantizeScheme
+	Weight safetensors.TensorInfo
+	Data   []byte
+}
+
+// QuantizeCases returns the quantization cases: BF16, F16 and F32 weights
+// with partial edge blocks, every scale dtype, compressed-tensors and native
+// format, zero blocks, values saturating at ±448 after the scale rounds
+// down, denormal scales, and weights the CPU refuses (NaN, ±Inf, scales
+// that overflow the weight dtype).
+func QuantizeCases(seed uint64) []QuantizeCase {
+	rng := rand.New(rand.NewPCG(seed, 2))
+	var cases []QuantizeCase
+	add := func(name string, qs quant.QuantizeScheme, wd safetensors.DType, out, in int, vals []float32) {
+		data := scaleBytes(vals, wd)
+		cases = append(cases, QuantizeCase{
+			Name:   fmt.Sprintf("%s: %s %dx%d, %s", name, wd, out, in, qs),
+			Scheme: qs,
+			Weight: safetensors.TensorInfo{Name: "model.layers.3.self_attn.o_proj.weight", DType: wd, Shape: []uint64{uint64(out), uint64(in)}, End: uint64(len(data))},
+			Data:   data,
+		})
+	}
+	normal := func(n int, sigma float64) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64() * sigma)
+		}
+		return v
+	}
+	ct := quant.QuantizeScheme{Name: quant.QuantFP8Block}
+	native := quant.QuantizeScheme{Name: quant.QuantFP8Block, Format: quant.OutputFP8}
+	withScale := func(qs quant.QuantizeScheme, sd safetensors.DType) quant.QuantizeScheme {
+		qs.ScaleDType = sd
+		return qs
+	}
+	withBlock := func(qs quant.QuantizeScheme, bh, bw int) quant.QuantizeScheme {
+		qs.BlockSize = [2]int{bh, bw}
+		return qs
+	}
+
+	add("random, partial blocks", ct, safetensors.BF16, 200, 300, normal(200*300, 0.02))
+	add("random, partial blocks", native, safetensors.BF16, 200, 300, normal(200*300, 0.02))
+	add("random", withScale(ct, safetensors.F32), safetensors.F32, 256, 384, normal(256*384, 0.05))
+	add("random", withScale(native, safetensors.F32), safetensors.BF16, 384, 256, normal(384*256, 1))
+	add("random, small blocks", withBlock(ct, 64, 32), safetensors.F16, 130, 250, normal(130*250, 0.1))
+	zero := normal(256*256, 0.02)
+	for r := range 128 {
+		clear(zero[r*256 : r*256+128]) // one all-zero block
+	}
+	add("zero block", ct, safetensors.BF16, 256, 256, zero)
+	add("zero block", native, safetensors.BF16, 256, 256, zero)
+	add("zero block", withScale(ct, safetensors.F32), safetensors.F32, 256, 256, zero)
+	sat := normal(128*128, 100)
+	sat[0], sat[1] = 450, -450 // bf16 scale 450/448 → 1.0: the quotient 450 saturates
+	add("saturation at ±448", ct, safetensors.BF16, 128, 128, sat)
+	add("saturation at ±448", withScale(ct, safetensors.BF16), safetensors.F32, 128, 128, sat)
+	add("denormal F16 scales", ct, safetensors.F16, 128, 256, normal(128*256, 2e-4))
+	add("denormal F32 scales", withScale(ct, safetensors.F32), safetensors.F32, 128, 256, normal(128*256, 1e-38))
+	add("tiny BF16 values", ct, safetensors.BF16, 130, 260, normal(130*260, 1e-37))
+	add("large values", withScale(ct, safetensors.F32), safetensors.F32, 128, 128, normal(128*128, 1e36))
+	nan := normal(128*128, 0.02)
+	nan[77] = float32(math.NaN())
+	add("NaN weight (refused)", ct, safetensors.BF16, 128, 128, nan)
+	inf := normal(200*100, 0.02)
+	inf[5000] = float32(math.Inf(-1))
+	add("-Inf weight (refused)", withScale(ct, safetensors.F32), safetensors.F32, 200, 100, inf)
+	big := normal(128*128, 1)
+	big[3] = 65504
+	add("scale overflow (refused)", withScale(ct, safetensors.F16), safetensors.F16, 128, 128, big)
+	return cases
+}
+
+// CheckQuantize runs a case on the device and on the CPU. Where the CPU
+// refuses the weight, the device must answer ErrUnsupported (the caller
+// then shows the CPU's error); otherwise every tensor must match byte for
+// byte. refused reports a refused case.
+func CheckQuantize(d *Device, c QuantizeCase) (refused bool, err error) {
+	want, cpuErr := quant.QuantizeWeight(c.Scheme, c.Weight, c.Data)
+	got, devErr := d.QuantizeFP8Block(c.Scheme, c.Weight, c.Data)
+	if cpuErr != nil {
+		if !errors.Is(devErr, ErrUnsupported) {
+			return true, fmt.Errorf("cpu refuses (%v) but the device says %v", cpuErr, devErr)
+		}
+		return true, nil
+	}
+	if devErr != nil {
+		return false, fmt.Errorf("device: %w", devErr)
+	}
+	if len(got) != len(want) {
+		return false, fmt.Errorf("%d tensors, cpu %d", len(got), len(want))
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		if g.Name != w.Name || g.Role != w.Role || g.DType != w.DType || fmt.Sprint(g.Shape) != fmt.Sprint(w.Shape) {
+			return false, fmt.Errorf("tensor %d: %s %s %s %v, cpu %s %s %s %v", i, g.Name, g.Role, g.DType, g.Shape, w.Name, w.Role, w.DType, w.Shape)
+		}
+		bad, first := 0, -1
+		for j := range w.Data {
+			if j >= len(g.Data) || g.Data[j] != w.Data[j] {
+				if first < 0 {
+					first = j
+				}
+				bad++
+			}
+		}
+		if bad > 0 || len(g.Data) != len(w.Data) {
+			return false, fmt.Errorf("%s: %d of %d bytes differ, first at byte %d", w.Name, bad, len(w.Data), first)
+		}
+	}
+	return false, nil
+}
+
+// SVDCase is one decomposition to check against the exact optimum.
+type SVDCase struct {
+	Name string
+	A    linalg.Matrix
+	Rank int
+	Opts SVDOptions
+}
+
+// SVDCases returns small decompositions (exact optimum computable with a
+// float64 SVD in a second): a low-rank-plus-noise delta, a slowly decaying
+// spectrum, a matrix of exact rank below k, and the BF16 variant.
+func SVDCases(seed uint64) []SVDCase {
+	lr := LowRankPlusNoise(384, 640, 40, 0.3, seed)
+	slow := PowerLawMatrix(320, 512, 0.3, seed+1)
+	deficient := LowRankPlusNoise(300, 500, 5, 0, seed+2)
+	return []SVDCase{
+		{Name: "low rank + noise 384×640, r 32", A: lr, Rank: 32},
+		{Name: "low rank + noise 640×384 (transposed), r 32", A: lr.T(), Rank: 32},
+		{Name: "σ_i = i^-0.3, 320×512, r 48", A: slow, Rank: 48},
+		{Name: "exact rank 5, 300×500, r 16", A: deficient, Rank: 16},
+		{Name: "low rank + noise, BF16 power iterations, r 32", A: lr, Rank: 32, Opts: SVDOptions{BF16: true}},
+	}
+}
+
+// LowRankPlusNoise returns Σ_{i<r} s_i·x_i·y_iᵀ with s_i = (i+1)^-½ and
+// Gaussian x_i, y_i of unit expected norm, plus Gaussian noise whose total
+// energy is noise² times the signal's: a fine-tuning delta look-alike.
+func LowRankPlusNoise(m, n, r int, noise float64, seed uint64) linalg.Matrix {
+	rng := rand.New(rand.NewPCG(seed, 3))
+	x := linalg.NewMatrix(m, r)
+	y := linalg.NewMatrix(r, n)
+	for i := range x.Data {
+		x.Data[i] = float32(rng.NormFloat64() / math.Sqrt(float64(m)))
+	}
+	for j := range r {
+		s := 1 / math.Sqrt(float64(j+1))
+		for c := range n {
+			y.Data[j*n+c] = float32(s * rng.NormFloat64() / math.Sqrt(float64(n)))
+		}
+	}
+	a := linalg.Mul(x, y)
+	if noise > 0 {
+		var sig float64
+		for _, v := range a.Data {
+			sig += float64(v) * float64(v)
+		}
+		sigma := noise * math.Sqrt(sig/float64(m*n))
+		for i := range a.Data {
+			a.Data[i] += float32(sigma * rng.NormFloat64())
+		}
+	}
+	return a
+}
+
+// PowerLawMatrix returns U·diag(i^-alpha)·Vᵀ with random orthonormal U, V.
+func PowerLawMatrix(m, n int, alpha float64, seed uint64) linalg.Matrix {
+	rng := rand.New(rand.NewPCG(seed, 4))
+	k := min(m, n)
+	orth := func(rows int) *mat.Dense {
+		g := mat.NewDense(rows, k, nil)
+		for i := range rows {
+			for j := range k {
+				g.Set(i, j, rng.NormFloat64())
+			}
+		}
+		var qr mat.QR
+		qr.Factorize(g)
+		var q mat.Dense
+		qr.QTo(&q)
+		return mat.DenseCopyOf(q.Slice(0, rows, 0, k))
+	}
+	u, v := orth(m), orth(n)
+	for j := range k {
+		s := math.Pow(float64(j+1), -alpha)
+		for i := range m {
+			u.Set(i, j, u.At(i, j)*s)
+		}
+	}
+	var a mat.Dense
+	a.Mul(u, v.T())
+	out := linalg.NewMatrix(m, n)
+	for i := range m {
+		for j := range n {
+			out.Data[i*n+j] = float32(a.At(i, j))
+		}
+	}
+	return out
+}
+
+// SVDCheck is the outcome of one SVD case.
+type SVDCheck struct {
+	Error, Optimum float64 // Frobenius errors of the result and of the best rank-k approximation
+	Ratio          float64 // Error / Optimum (1 when both are at rounding level)
+	// Orthogonality is max |UᵀU − I| and |Vt·Vtᵀ − I| over the significant
+	// components (σ > 1e-5·σ_1; below, as on the CPU, a component of a
+	// matrix of lower rank is rounding noise and its vectors need not be
+	// orthogonal).
+	Orthogonality float64
+	PowerIters    int
+}
+
+// CheckSVD decomposes c.A on the device and measures the result against
+// the exact optimum from a float64 SVD (gonum), and the conventions: S
+// non-increasing, significant components orthonormal, zero components
+// zero, the largest entry of each U column positive.
+func CheckSVD(d *Device, c SVDCase) (SVDCheck, error) {
+	var res SVDCheck
+	got, err := d.TruncatedSVD(c.A, c.Rank, c.Opts)
+	if err != nil {
+		return res, err
+	}
+	m, n, k := c.A.Rows, c.A.Cols, min(c.Rank, c.A.Rows, c.A.Cols)
+	if got.Rank() != k || got.U.Rows != m || got.U.Cols != k || got.Vt.Rows != k || got.Vt.Cols != n {
+		return res, fmt.Errorf("shapes: U %d×%d, %d values, Vt %d×%d", got.U.Rows, got.U.Cols, got.Rank(), got.Vt.Rows, got.Vt.Cols)
+	}
+	res.PowerIters = got.PowerIters
+	dense := mat.NewDense(m, n, nil)
+	for i, v := range c.A.Data {
+		dense.RawMatrix().Data[i] = float64(v)
+	}
+	var svd mat.SVD
+	if !svd.Factorize(dense, mat.SVDNone) {
+		return res, errors.New("gonum SVD did not converge")
+	}
+	var tail, total float64
+	for i, s := range svd.Values(nil) {
+		total += s * s
+		if i >= k {
+			tail += s * s
+		}
+	}
+	res.Optimum = math.Sqrt(tail)
+	if res.Error, err = got.Residual(c.A); err != nil {
+		return res, err
+	}
+	floor := 1e-6 * math.Sqrt(total)
+	res.Ratio = max(res.Error, floor) / max(res.Optimum, floor)
+	for i := 1; i < k; i++ {
+		if got.S[i] > got.S[i-1] {
+			return res, fmt.Errorf("S not non-increasing at %d: %v > %v", i, got.S[i], got.S[i-1])
+		}
+	}
+	for a := range k {
+		if got.S[a] == 0 {
+			for i := range m {
+				if got.U.At(i, a) != 0 {
+					return res, fmt.Errorf("component %d: σ = 0 but U is not zero", a)
+				}
+			}
+			continue
+		}
+		best, arg := -1.0, 0
+		for i := range m {
+			if v := math.Abs(float64(got.U.At(i, a))); v > best {
+				best, arg = v, i
+			}
+		}
+		if got.U.At(arg, a) < 0 {
+			return res, fmt.Errorf("component %d: largest U entry is negative", a)
+		}
+		if got.S[a] <= 1e-5*got.S[0] {
+			continue
+		}
+		for b := 0; b <= a; b++ {
+			var uu, vv float64
+			for i := range m {
+				uu += float64(got.U.At(i, a)) * float64(got.U.At(i, b))
+			}
+			for j := range n {
+				vv += float64(got.Vt.At(a, j)) * float64(got.Vt.At(b, j))
+			}
+			if a == b {
+				uu, vv = uu-1, vv-1
+			}
+			res.Orthogonality = max(res.Orthogonality, math.Abs(uu), math.Abs(vv))
+		}
+	}
+	return res, nil
+}
