@@ -162,6 +162,7 @@ func run(sizeStr, heftBin, nginx, python, work string, parallel int, rangeSize i
 	}
 	prefix := filepath.Join(work, "nginx")
 	os.MkdirAll(filepath.Join(prefix, "logs"), 0o755)
+	os.MkdirAll(filepath.Join(prefix, "tmp"), 0o755)
 	user := ""
 	if os.Geteuid() == 0 {
 		user = "user root;" // workers would otherwise run as nobody, who cannot read the temp dir
@@ -173,6 +174,11 @@ pid %[1]s/nginx.pid;
 events { worker_connections 1024; }
 http {
   access_log off;
+  client_body_temp_path %[1]s/tmp/body;
+  proxy_temp_path %[1]s/tmp/proxy;
+  fastcgi_temp_path %[1]s/tmp/fastcgi;
+  uwsgi_temp_path %[1]s/tmp/uwsgi;
+  scgi_temp_path %[1]s/tmp/scgi;
   sendfile on;
   tcp_nopush on;
   server {
