@@ -11,7 +11,9 @@ import (
 // FileReader reads one stored file at any offset without staging it: a read maps to
 // the chunks it touches, each decoded and verified as it is read. The last decoded
 // chunk is kept, so sequential reads in pieces smaller than a chunk decode each
-// chunk once. Safe for concurrent use.
+// chunk once; and once reads go forward chunk after chunk, the next few chunks are
+// decoded ahead on other goroutines, so one sequential reader (one HTTP download)
+// uses several cores. Safe for concurrent use.
 type FileReader struct {
 	s      *Store
 	size   int64
@@ -21,7 +23,21 @@ type FileReader struct {
 	mu      sync.Mutex
 	cacheAt int    // +checklocks:mu: index in layout of the cached chunk, -1 for none
 	cache   []byte // +checklocks:mu
+	// ahead holds chunks being decoded or decoded ahead of a sequential reader.
+	ahead map[int]*decoding // +checklocks:mu
+	last  int               // +checklocks:mu: the chunk read last, -1 for none
 }
+
+// decoding is one chunk decoded in the background; done is closed when data or
+// err is set.
+type decoding struct {
+	done chan struct{}
+	data []byte
+	err  error
+}
+
+// readAhead is how many chunks a sequential reader has decoded ahead of it.
+func (r *FileReader) readAhead() int { return min(4, r.s.opts.Workers) }
 
 // OpenFile opens a file object for reading.
 func (s *Store) OpenFile(id ID) (*FileReader, error) {
@@ -37,17 +53,19 @@ func (s *Store) OpenFile(id ID) (*FileReader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &FileReader{s: s, size: int64(f.Size), layout: layout, locs: locs, cacheAt: -1}, nil
+	return &FileReader{s: s, size: int64(f.Size), layout: layout, locs: locs, cacheAt: -1, last: -1, ahead: map[int]*decoding{}}, nil
 }
 
 // Size is the file's length in bytes.
 func (r *FileReader) Size() int64 { return r.size }
 
-// Close releases the cached chunk.
+// Close releases the cached and read-ahead chunks (decodes in flight finish on
+// their own and are dropped).
 func (r *FileReader) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.cache, r.cacheAt = nil, -1
+	r.ahead = map[int]*decoding{}
 	return nil
 }
 
@@ -81,9 +99,9 @@ func (r *FileReader) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// chunk returns the decoded bytes of layout[i], from the cache when it holds them.
-// The returned slice must not be modified; it stays valid because a replaced cache
-// buffer is never reused.
+// chunk returns the decoded bytes of layout[i], from the cache or the read-ahead
+// when they hold it. The returned slice must not be modified; it stays valid
+// because a replaced buffer is never reused.
 func (r *FileReader) chunk(i int) ([]byte, error) {
 	r.mu.Lock()
 	if r.cacheAt == i {
@@ -91,9 +109,31 @@ func (r *FileReader) chunk(i int) ([]byte, error) {
 		r.mu.Unlock()
 		return data, nil
 	}
+	sequential := r.last >= 0 && i == r.last+1
+	r.last = i
+	d := r.ahead[i]
+	delete(r.ahead, i)
+	for k := range r.ahead { // behind the reader now: never read
+		if k < i {
+			delete(r.ahead, k)
+		}
+	}
+	if sequential {
+		for k := i + 1; k <= i+r.readAhead() && k < len(r.layout); k++ {
+			if _, ok := r.ahead[k]; !ok {
+				r.ahead[k] = r.decodeAsync(k)
+			}
+		}
+	}
 	r.mu.Unlock()
-	pc := r.layout[i]
-	data, err := r.s.readPiece(pc, r.locs, nil)
+	var data []byte
+	var err error
+	if d != nil {
+		<-d.done
+		data, err = d.data, d.err
+	} else {
+		data, err = r.s.readPiece(r.layout[i], r.locs, nil)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -101,6 +141,17 @@ func (r *FileReader) chunk(i int) ([]byte, error) {
 	r.cache, r.cacheAt = data, i
 	r.mu.Unlock()
 	return data, nil
+}
+
+// decodeAsync starts decoding chunk k. A result nobody collects is garbage once the
+// reader moves on or closes.
+func (r *FileReader) decodeAsync(k int) *decoding {
+	d := &decoding{done: make(chan struct{})}
+	go func() {
+		defer close(d.done)
+		d.data, d.err = r.s.readPiece(r.layout[k], r.locs, nil)
+	}()
+	return d
 }
 
 // CommitFile is one file of a commit with its metadata.
