@@ -135,7 +135,11 @@ func defaultStoreDir() string {
 }
 
 func (e *env) open() (*store.Store, error) {
-	var opts store.Options
+	return e.openWith(store.Options{})
+}
+
+// openWith opens the store with opts (the environment's tuning applied on top).
+func (e *env) openWith(opts store.Options) (*store.Store, error) {
 	// HEFT_CHUNK_SIZE (bytes) tunes the tensor chunk size of new imports; it exists
 	// for the chunk-size benchmark and changes nothing already stored.
 	if v := os.Getenv("HEFT_CHUNK_SIZE"); v != "" {

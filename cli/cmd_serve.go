@@ -6,6 +6,9 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -34,9 +37,23 @@ func cmdServe() *cli.Command {
 			&cli.BoolFlag{Name: "anonymous-read", Usage: "let requests without a token list and download (default: every request needs a token)"},
 			&cli.StringFlag{Name: "public-url", Usage: "the URL clients reach the server at, for upload URLs behind a proxy (default: from each request)"},
 			&cli.BoolFlag{Name: "inline-uploads-for-xet-clients", Usage: "accept uploads from huggingface_hub ≥ 1.20 without HF_HUB_DISABLE_XET=1 (files sent inline, up to the inline limit)"},
+			&cli.StringFlag{Name: "cache-size", Value: "auto", Usage: "memory for decoded, verified file pieces, so repeated downloads decode each piece once: a size (e.g. 8GiB, 0 for none) or auto (a quarter of RAM, at most 32 GiB)"},
 			&cli.DurationFlag{Name: "shutdown-grace", Value: 30 * time.Second, Usage: "how long in-flight requests may finish after SIGINT/SIGTERM"},
 		),
-		Action: withStore(0, "serve takes no arguments", func(c *cli.Context, e *env, s *store.Store) error {
+		Action: func(c *cli.Context) error {
+			e := getEnv(c)
+			if c.NArg() != 0 {
+				return usagef("serve takes no arguments")
+			}
+			cache, err := cacheSize(c.String("cache-size"))
+			if err != nil {
+				return usagef("--cache-size: %v", err)
+			}
+			s, err := e.openWith(store.Options{ReadCacheBytes: cache})
+			if err != nil {
+				return err
+			}
+			defer s.Close()
 			logger := slog.New(slog.NewJSONHandler(e.stderr, nil))
 			tokens, err := openTokens(s)
 			if err != nil {
@@ -63,6 +80,39 @@ func cmdServe() *cli.Command {
 			}
 			logger.Info("heft serve", "addr", ln.Addr().String(), "store", s.Dir(), "anonymous_read", c.Bool("anonymous-read"))
 			return hub.ServeListenerGrace(c.Context, ln, mux, c.Duration("shutdown-grace"))
-		}),
+		},
 	}
+}
+
+// cacheSize resolves --cache-size: "auto" is a quarter of physical memory, at most
+// 32 GiB (the page cache would hold as much of a hot model anyway).
+func cacheSize(v string) (int64, error) {
+	if v != "auto" {
+		return parseBytes(v)
+	}
+	var si syscall.Sysinfo_t
+	if err := syscall.Sysinfo(&si); err != nil {
+		return 1 << 30, nil
+	}
+	return min(int64(si.Totalram)*int64(si.Unit)/4, 32<<30), nil
+}
+
+// parseBytes reads a size such as 2GiB, 512MiB, 1.5GB or a plain byte count.
+func parseBytes(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   float64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1}}
+	mult := 1.0
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.mult
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || f < 0 {
+		return 0, fmt.Errorf("%q is not a size (e.g. 2GiB, 512MiB, 0)", s)
+	}
+	return int64(f * mult), nil
 }

@@ -132,7 +132,7 @@ func (r *FileReader) chunk(i int) ([]byte, error) {
 		<-d.done
 		data, err = d.data, d.err
 	} else {
-		data, err = r.s.readPiece(r.layout[i], r.locs, nil)
+		data, err = r.piece(i)
 	}
 	if err != nil {
 		return nil, err
@@ -143,13 +143,26 @@ func (r *FileReader) chunk(i int) ([]byte, error) {
 	return data, nil
 }
 
+// piece decodes layout[i], through the store's read cache when it has one.
+func (r *FileReader) piece(i int) ([]byte, error) {
+	id := r.layout[i].chunk.ID
+	if data, ok := r.s.readCache.get(id); ok {
+		return data, nil
+	}
+	data, err := r.s.readPiece(r.layout[i], r.locs, nil)
+	if err == nil {
+		r.s.readCache.put(id, data)
+	}
+	return data, err
+}
+
 // decodeAsync starts decoding chunk k. A result nobody collects is garbage once the
 // reader moves on or closes.
 func (r *FileReader) decodeAsync(k int) *decoding {
 	d := &decoding{done: make(chan struct{})}
 	go func() {
 		defer close(d.done)
-		d.data, d.err = r.s.readPiece(r.layout[k], r.locs, nil)
+		d.data, d.err = r.piece(k)
 	}()
 	return d
 }

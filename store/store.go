@@ -34,6 +34,10 @@ type Options struct {
 	NoCompress bool
 	// Now is the clock (tests inject one). Default time.Now.
 	Now func() time.Time
+	// ReadCacheBytes, when positive, keeps up to that many bytes of decoded,
+	// verified file pieces in memory for FileReaders (`heft serve` sets it), so
+	// repeated downloads of a model decode each piece once. Default 0: none.
+	ReadCacheBytes int64
 }
 
 // DefaultChunkSize is the tensor chunk size: large enough that per-chunk costs
@@ -76,6 +80,8 @@ type Store struct {
 	dir  string
 	opts Options
 	idx  *index
+	// readCache holds decoded pieces for FileReaders (nil: no cache).
+	readCache *chunkCache
 
 	skipCheck bool // see SkipCleanupCheck
 
@@ -101,7 +107,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dir: abs, opts: opts, packFiles: map[ID]*os.File{}, packMaps: map[ID][]byte{}}
+	s := &Store{dir: abs, opts: opts, packFiles: map[ID]*os.File{}, packMaps: map[ID][]byte{}, readCache: newChunkCache(opts.ReadCacheBytes)}
 	s.idx = &index{path: filepath.Join(abs, "index.db"), timeout: opts.LockTimeout}
 	cfgPath := filepath.Join(abs, "config")
 	data, err := os.ReadFile(cfgPath)

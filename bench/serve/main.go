@@ -218,14 +218,24 @@ http {
 	summary := map[string]any{"bytes": total, "files": len(files), "parallel": parallel, "heft_peak_rss_kib": rss}
 	for _, name := range []string{"heft serve", "nginx"} {
 		t := results[name]
+		var rounds []string
+		for _, secs := range t {
+			rounds = append(rounds, fmt.Sprintf("%.2f", float64(total)/secs/1e9))
+		}
+		fmt.Printf("  %-12s rounds in order: %s GB/s (heft's first round is cold: every piece decoded and verified)\n", name, strings.Join(rounds, ", "))
+		summary[name+"_first_gbps"] = float64(total) / t[0] / 1e9
+		t = append([]float64(nil), t...)
 		sort.Float64s(t)
 		best, med := float64(total)/t[0]/1e9, float64(total)/t[len(t)/2]/1e9
 		fmt.Printf("  %-12s %6.2f GB/s (%.2f)\n", name, best, med)
 		summary[name+"_gbps"] = best
 	}
 	h, n := results["heft serve"], results["nginx"]
-	fmt.Printf("  heft / nginx: %.2f×; heft serve peak RSS %d MiB\n", n[0]/h[0], rss>>10)
-	summary["ratio"] = n[0] / h[0]
+	hs, ns := append([]float64(nil), h...), append([]float64(nil), n...)
+	sort.Float64s(hs)
+	sort.Float64s(ns)
+	fmt.Printf("  heft / nginx (best rounds): %.2f×; heft serve peak RSS %d MiB\n", ns[0]/hs[0], rss>>10)
+	summary["ratio"] = ns[0] / hs[0]
 	if python != "" {
 		cache := filepath.Join(work, "hf-cache")
 		script := `import sys, time
