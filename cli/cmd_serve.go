@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -90,11 +89,7 @@ func cacheSize(v string) (int64, error) {
 	if v != "auto" {
 		return parseBytes(v)
 	}
-	var si syscall.Sysinfo_t
-	if err := syscall.Sysinfo(&si); err != nil {
-		return 1 << 30, nil
-	}
-	return min(int64(si.Totalram)*int64(si.Unit)/4, 32<<30), nil
+	return min(physicalMemory()/4, 32<<30), nil
 }
 
 // parseBytes reads a size such as 2GiB, 512MiB, 1.5GB or a plain byte count.
