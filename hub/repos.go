@@ -98,6 +98,14 @@ type FileInfo struct {
 	LFS bool
 }
 
+// RangeWriterTo is an optional interface of a FileReader: WriteRangeTo writes the
+// n bytes at offset off to w straight from the reader's own buffers (verified
+// bytes, as ReadAt returns) and returns how many it wrote. The handler uses it when
+// present, saving a copy per byte.
+type RangeWriterTo interface {
+	WriteRangeTo(w io.Writer, off, n int64) (int64, error)
+}
+
 // FileReader reads one stored file.
 type FileReader interface {
 	// ReadAt follows io.ReaderAt and returns verified bytes or an error.

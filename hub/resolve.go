@@ -186,10 +186,17 @@ func serveRange(w http.ResponseWriter, r *http.Request, src io.ReaderAt, size in
 	if src == nil || r.Method == http.MethodHead || length == 0 {
 		return nil
 	}
-	bufp := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(bufp)
 	rw := &responseWriter{w: w}
-	n, err := io.CopyBuffer(rw, io.NewSectionReader(src, start, length), *bufp)
+	var n int64
+	var err error
+	if rt, ok := src.(RangeWriterTo); ok {
+		// The reader hands out its decoded pieces directly: one copy fewer.
+		n, err = rt.WriteRangeTo(rw, start, length)
+	} else {
+		bufp := copyBuffers.Get().(*[]byte)
+		defer copyBuffers.Put(bufp)
+		n, err = io.CopyBuffer(rw, io.NewSectionReader(src, start, length), *bufp)
+	}
 	if rw.err != nil {
 		return rw.err
 	}

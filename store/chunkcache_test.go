@@ -102,3 +102,37 @@ func TestReadCacheServesRepeatedReads(t *testing.T) {
 		flip(t, p, st.Size()/2, 0xff)
 	}
 }
+
+// TestWriteRangeTo compares WriteRangeTo with ReadAt on ranges across chunk edges.
+func TestWriteRangeTo(t *testing.T) {
+	s := TestStore(t, smallChunks)
+	base, _, _, _ := family(t, testCfg())
+	importDir(t, s, base, "org/base")
+	commit, _ := s.Ref(mustRef(t, "org/base"))
+	files, _ := s.CommitFiles(commit)
+	for _, f := range files {
+		fr, err := s.OpenFile(f.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		size := fr.Size()
+		for _, r := range [][2]int64{{0, size}, {0, 0}, {1, size - 1}, {size / 3, size / 3}, {16<<10 - 1, 2}, {size - 1, 1}} {
+			if r[0] < 0 || r[1] < 0 || r[0]+r[1] > size {
+				continue
+			}
+			want := make([]byte, r[1])
+			if _, err := fr.ReadAt(want, r[0]); err != nil && !(err == io.EOF && r[1] == 0) {
+				t.Fatal(err)
+			}
+			var got bytes.Buffer
+			n, err := fr.WriteRangeTo(&got, r[0], r[1])
+			if err != nil || n != r[1] || !bytes.Equal(got.Bytes(), want) {
+				t.Fatalf("%s [%d, +%d): %d bytes, %v", f.Path, r[0], r[1], n, err)
+			}
+		}
+		if _, err := fr.WriteRangeTo(io.Discard, size, 1); err == nil {
+			t.Fatal("a range past the end was written")
+		}
+		fr.Close()
+	}
+}

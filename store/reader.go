@@ -99,6 +99,40 @@ func (r *FileReader) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// WriteRangeTo writes the n bytes at off to w straight from the decoded pieces
+// (verified, as ReadAt's), without copying them into a caller's buffer first.
+func (r *FileReader) WriteRangeTo(w io.Writer, off, n int64) (int64, error) {
+	if off < 0 || n < 0 || off+n > r.size {
+		return 0, fmt.Errorf("write range [%d, %d) of a %d-byte file", off, off+n, r.size)
+	}
+	i := sort.Search(len(r.layout), func(i int) bool {
+		return r.layout[i].off+int64(r.layout[i].chunk.Size) > off
+	})
+	var written int64
+	for written < n && i < len(r.layout) {
+		pc := r.layout[i]
+		data, err := r.chunk(i)
+		if err != nil {
+			return written, fmt.Errorf("read at %d: %w", off, err)
+		}
+		part := data[off-pc.off:]
+		if rest := n - written; int64(len(part)) > rest {
+			part = part[:rest]
+		}
+		m, err := w.Write(part)
+		written += int64(m)
+		off += int64(m)
+		if err != nil {
+			return written, err
+		}
+		i++
+	}
+	if written < n {
+		return written, io.ErrUnexpectedEOF
+	}
+	return written, nil
+}
+
 // chunk returns the decoded bytes of layout[i], from the cache or the read-ahead
 // when they hold it. The returned slice must not be modified; it stays valid
 // because a replaced buffer is never reused.
