@@ -37,6 +37,7 @@ func cmdServe() *cli.Command {
 			&cli.StringFlag{Name: "public-url", Usage: "the URL clients reach the server at, for upload URLs behind a proxy (default: from each request)"},
 			&cli.BoolFlag{Name: "inline-uploads-for-xet-clients", Usage: "accept uploads from huggingface_hub ≥ 1.20 without HF_HUB_DISABLE_XET=1 (files sent inline, up to the inline limit)"},
 			&cli.StringFlag{Name: "cache-size", Value: "auto", Usage: "memory for decoded, verified file pieces, so repeated downloads decode each piece once: a size (e.g. 8GiB, 0 for none) or auto (a quarter of RAM, at most 32 GiB)"},
+			&cli.DurationFlag{Name: "stall-timeout", Value: hub.DefaultStallTimeout, Usage: "drop a request whose body sends nothing for this long (slow or vanished clients)"},
 			&cli.DurationFlag{Name: "shutdown-grace", Value: 30 * time.Second, Usage: "how long in-flight requests may finish after SIGINT/SIGTERM"},
 		),
 		Action: func(c *cli.Context) error {
@@ -78,7 +79,7 @@ func cmdServe() *cli.Command {
 				return fmt.Errorf("serve: %w", err)
 			}
 			logger.Info("heft serve", "addr", ln.Addr().String(), "store", s.Dir(), "anonymous_read", c.Bool("anonymous-read"))
-			return hub.ServeListenerGrace(c.Context, ln, mux, c.Duration("shutdown-grace"))
+			return hub.ServeListenerGrace(c.Context, ln, hub.WithStallTimeout(mux, c.Duration("stall-timeout")), c.Duration("shutdown-grace"))
 		},
 	}
 }
