@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/heft-dev/heft/internal/fsutil"
 	"io/fs"
 	"math/big"
 	"os"
@@ -301,7 +302,7 @@ func (s *TokenStore) update(edit func(*tokenFile) error) error {
 	if err != nil {
 		return fmt.Errorf("hub: token store: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(s.dir, tokensFile), append(data, '\n'), 0o600); err != nil {
+	if err := fsutil.WriteFileAtomicPerm(filepath.Join(s.dir, tokensFile), append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("hub: token store: %w", err)
 	}
 	return nil
@@ -372,7 +373,7 @@ func LoadOrCreateKey(path string) ([]byte, error) {
 	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("hub: key %s: %w", path, err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := fsutil.SyncDir(dir); err != nil {
 		return nil, fmt.Errorf("hub: key %s: %w", path, err)
 	}
 	return readKey(path)

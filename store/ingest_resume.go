@@ -16,7 +16,7 @@ import (
 	"github.com/heft-dev/heft/codec/chunkcodec"
 	"github.com/heft-dev/heft/codec/safetensors"
 	"github.com/heft-dev/heft/store/internal/chunker"
-	"github.com/heft-dev/heft/store/internal/fsutil"
+	"github.com/heft-dev/heft/internal/fsutil"
 )
 
 // Resumable ingestion stores a file that arrives over an unreliable link (a pull

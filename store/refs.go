@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/heft-dev/heft/store/internal/fsutil"
+	"github.com/heft-dev/heft/internal/fsutil"
 
 	"github.com/heft-dev/heft/internal/failpoint"
 )

@@ -8,7 +8,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/heft-dev/heft/store/internal/fsutil"
+	"github.com/heft-dev/heft/internal/fsutil"
 	"github.com/heft-dev/heft/store/internal/pack"
 )
 

@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/heft-dev/heft/store/internal/fsutil"
+	"github.com/heft-dev/heft/internal/fsutil"
 )
 
 // Version is the heft version recorded in commit provenance.

@@ -4,7 +4,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/heft-dev/heft/store/internal/fsutil"
+	"github.com/heft-dev/heft/internal/fsutil"
 )
 
 // tempFile is what the Writer needs from its temporary file. It is an

@@ -1,5 +1,5 @@
-// Package fsutil holds the store's durable-publish steps, shared by the pack writer
-// and the store's small files (refs, config, rebuilt index).
+// Package fsutil holds heft's durable-publish steps, shared by the pack writer, the
+// store's small files (refs, config, rebuilt index) and the hub's token file.
 package fsutil
 
 import (
@@ -29,7 +29,13 @@ func SyncDir(dir string) error {
 // WriteFileAtomic publishes data at path the one safe way: a temp file in the same
 // directory, write, fsync, close, rename, fsync the directory. Readers see the old
 // content or the new, never a torn file, and after a crash the rename is durable.
-func WriteFileAtomic(path string, data []byte) (err error) {
+func WriteFileAtomic(path string, data []byte) error {
+	return WriteFileAtomicPerm(path, data, 0o600)
+}
+
+// WriteFileAtomicPerm is WriteFileAtomic with the new file's permissions (set
+// before any byte is written, so a secret is never readable by others).
+func WriteFileAtomicPerm(path string, data []byte, perm os.FileMode) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
 	if err != nil {
@@ -42,6 +48,9 @@ func WriteFileAtomic(path string, data []byte) (err error) {
 			_ = os.Remove(tmp)
 		}
 	}()
+	if err = f.Chmod(perm); err != nil {
+		return err
+	}
 	if _, err = f.Write(data); err != nil {
 		return err
 	}
