@@ -16,18 +16,18 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/heft-dev/heft/hub"
 	"github.com/heft-dev/heft/hub/hubtest"
+	"github.com/heft-dev/heft/internal/pyenv"
 )
 
 // pythonClients are the huggingface_hub versions the interop test runs: the
 // last 0.x (requests-based, PY0 in hub-protocol.md) and the newest release
-// (httpx-based), installed into venvs under testdata/.venv (gitignored; set
-// HEFT_HUB_PYTHON_VENVS to keep them elsewhere). The "latest" venv is what
+// (httpx-based), installed by internal/pyenv (under .venv/test at the module
+// root, gitignored; HEFT_PYTHON_VENVS keeps them elsewhere). The "latest" venv is what
 // was newest when it was built; delete it to pick up a newer release.
 // optional packages are installed if pip can: hf_transfer is what older
 // vLLM turns on with 0.x, and it fetches files as parallel ranged GETs
@@ -55,103 +55,15 @@ func TestPythonClient(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: skipping the huggingface_hub interop test")
 	}
-	python, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skip("python3 not found; skipping the huggingface_hub interop test")
-	}
 	for _, c := range pythonClients {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			venv := pythonVenv(t, python, c.name, c.requirement, c.optional)
+			venv := pyenv.Venv(t, "hf-"+c.name, c.requirement)
+			pyenv.InstallOptional(t, venv, c.optional...)
 			runInterop(t, venv)
 			runUploadInterop(t, venv)
 		})
 	}
-}
-
-// pythonVenv returns a venv with requirement installed, building it on first
-// use. It skips the test when no venv can be made or pip cannot reach the
-// package index, and fails it when pip fails for another reason.
-func pythonVenv(t *testing.T, python, name, requirement string, optional []string) string {
-	t.Helper()
-	root := os.Getenv("HEFT_HUB_PYTHON_VENVS")
-	if root == "" {
-		root = filepath.Join("testdata", ".venv")
-	}
-	root, err := filepath.Abs(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	venv := filepath.Join(root, "hf-"+name)
-	// Two `go test` runs at once must not build the same venv together.
-	lock, err := os.OpenFile(venv+".lock", os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-
-	// The stamp is written last, so a venv whose build was interrupted is
-	// rebuilt rather than used.
-	stamp := filepath.Join(venv, "heft-ready")
-	if _, err := os.Stat(stamp); err == nil {
-		return venv
-	}
-	os.RemoveAll(venv)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, python, "-m", "venv", venv).CombinedOutput(); err != nil {
-		os.RemoveAll(venv)
-		t.Skipf("cannot create a Python venv with %s (%v); skipping: %s", python, err, lastLines(out, 5))
-	}
-	t.Logf("installing %s into %s", requirement, venv)
-	cmd := exec.CommandContext(ctx, filepath.Join(venv, "bin", "python"), "-m", "pip", "install",
-		"--disable-pip-version-check", "--no-input", "--retries", "1", "--timeout", "20", "-q", requirement)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		os.RemoveAll(venv)
-		if ctx.Err() != nil || unreachableIndex(string(out)) {
-			t.Skipf("pip cannot reach the package index, so huggingface_hub %s cannot be installed; skipping: %s", name, lastLines(out, 5))
-		}
-		t.Fatalf("pip install %s: %v\n%s", requirement, err, out)
-	}
-	for _, pkg := range optional {
-		cmd := exec.CommandContext(ctx, filepath.Join(venv, "bin", "python"), "-m", "pip", "install",
-			"--disable-pip-version-check", "--no-input", "--retries", "1", "--timeout", "20", "-q", pkg)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Logf("optional %s not installed (%v); its checks will be skipped: %s", pkg, err, lastLines(out, 3))
-		}
-	}
-	if err := os.WriteFile(stamp, []byte(requirement+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return venv
-}
-
-// unreachableIndex reports whether pip's output says the network, not the
-// requirement, is the problem.
-func unreachableIndex(out string) bool {
-	for _, s := range []string{
-		"NewConnectionError", "Failed to establish a new connection", "Temporary failure in name resolution",
-		"Name or service not known", "Network is unreachable", "ConnectTimeout", "ReadTimeoutError",
-		"ProxyError", "Connection refused", "SSLError", "timed out",
-	} {
-		if strings.Contains(out, s) {
-			return true
-		}
-	}
-	return false
-}
-
-func lastLines(b []byte, n int) string {
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // clientEnv is the environment for the Python client: nothing from the

@@ -120,3 +120,18 @@ func LastLines(b []byte, n int) string {
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
+
+// InstallOptional installs packages into venv when pip can, logging (not failing)
+// when it cannot: checks that need them are skipped by their callers.
+func InstallOptional(t testing.TB, venv string, packages ...string) {
+	t.Helper()
+	for _, pkg := range packages {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		out, err := exec.CommandContext(ctx, Python(venv), "-m", "pip", "install", "--disable-pip-version-check",
+			"--no-input", "--retries", "1", "--timeout", "20", "-q", pkg).CombinedOutput()
+		cancel()
+		if err != nil {
+			t.Logf("optional %s not installed (%v); its checks will be skipped: %s", pkg, err, LastLines(out, 3))
+		}
+	}
+}
