@@ -94,23 +94,12 @@ func Analyze(ctx context.Context, m Models, opts AnalyzeOptions) (*AnalyzeResult
 			return nil, inputErrorf("analyze: --modules: %v", err)
 		}
 	}
-	baseMd, err := loadModel(m, opts.Base)
-	if err != nil {
-		return nil, err
-	}
-	tunedMd, err := loadModel(m, opts.Tuned)
-	if err != nil {
-		return nil, err
-	}
 	be := backendOr(opts.Backend)
-	base, err := newDenseView(ctx, m, baseMd, be)
+	mds, views, err := loadDenseViews(ctx, m, be, opts.Base, opts.Tuned)
 	if err != nil {
 		return nil, err
 	}
-	tuned, err := newDenseView(ctx, m, tunedMd, be)
-	if err != nil {
-		return nil, err
-	}
+	tunedMd, base, tuned := mds[1], views[0], views[1]
 	if base.quantized() || tuned.quantized() {
 		return nil, inputErrorf("analyze: give the dense base and fine-tune (the quantized model goes in --quantized)")
 	}

@@ -124,23 +124,12 @@ func LoraExtract(ctx context.Context, m Models, opts LoraExtractOptions) (*LoraE
 	if dtype != string(safetensors.BF16) && dtype != string(safetensors.F32) {
 		return nil, inputErrorf("lora extract: dtype %q: want BF16 or F32", opts.DType)
 	}
-	baseMd, err := loadModel(m, opts.Base)
-	if err != nil {
-		return nil, err
-	}
-	tunedMd, err := loadModel(m, opts.Tuned)
-	if err != nil {
-		return nil, err
-	}
 	be := backendOr(opts.Backend)
-	base, err := newDenseView(ctx, m, baseMd, be)
+	mds, views, err := loadDenseViews(ctx, m, be, opts.Base, opts.Tuned)
 	if err != nil {
 		return nil, err
 	}
-	tuned, err := newDenseView(ctx, m, tunedMd, be)
-	if err != nil {
-		return nil, err
-	}
+	baseMd, tunedMd, base, tuned := mds[0], mds[1], views[0], views[1]
 	if tuned.quantized() {
 		return nil, inputErrorf("lora extract: the tuned model %s is quantized (%s); extract from its dense weights", opts.Tuned, tuned.qm.Describe())
 	}

@@ -87,3 +87,21 @@ func (v *denseView) floats(name string, dst []float32) ([]float32, error) {
 	}
 	return vals, nil
 }
+
+// loadDenseViews loads the models named by refs and presents each as dense weights.
+func loadDenseViews(ctx context.Context, m Models, be Backend, refs ...string) ([]*model, []*denseView, error) {
+	mds := make([]*model, len(refs))
+	views := make([]*denseView, len(refs))
+	for i, ref := range refs {
+		md, err := loadModel(m, ref)
+		if err != nil {
+			return nil, nil, err
+		}
+		v, err := newDenseView(ctx, m, md, be)
+		if err != nil {
+			return nil, nil, err
+		}
+		mds[i], views[i] = md, v
+	}
+	return mds, views, nil
+}
