@@ -12,6 +12,7 @@ mkdir -p "$out/wheels"
 (cd "$root" && CGO_ENABLED=1 go build -trimpath -ldflags='-s -w' -o "$out/gpubench" ./ops/internal/pjrtgpu/gpubench)
 # bench/serve and Debian's nginx, to time downloads on a machine with cores to spare.
 (cd "$root" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$out/servebench" ./bench/serve)
+(cd "$root" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$out/importexport" ./bench/importexport)
 if command -v nginx >/dev/null 2>&1; then cp "$(command -v nginx)" "$out/nginx"; fi
 # Pure-Python wheels, and pydantic_core for each Python the machine might run.
 python3 -m pip download -q --no-deps -d "$out/wheels" compressed-tensors loguru pydantic annotated_types typing_inspection
