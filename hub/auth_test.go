@@ -12,13 +12,34 @@ import (
 
 	"github.com/heft-dev/heft/hub"
 	"github.com/heft-dev/heft/hub/hubtest"
+	"github.com/heft-dev/heft/internal/storehub"
+	"github.com/heft-dev/heft/store"
 )
 
 // TestAuthMatrix sends every read and write request with every kind of
 // caller and checks the refusals: status, X-Error-Code, an {"error": …}
 // body, and that the store did not change.
 func TestAuthMatrix(t *testing.T) {
-	e := newWriteEnv(t, nil)
+	t.Run("fake", func(t *testing.T) { authMatrix(t, newWriteEnv(t, nil)) })
+	// The same matrix over heft's real store: refs and pack bytes must not move.
+	t.Run("store", func(t *testing.T) {
+		s := store.TestStore(t, store.Options{})
+		fingerprint := func() string {
+			refs, err := s.Refs()
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := s.Stats(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return fmt.Sprintf("%v %d", refs, st.PhysicalBytes)
+		}
+		authMatrix(t, newWriteEnvOn(t, nil, storehub.NewRepos(s), storehub.NewWriter(s), fingerprint))
+	})
+}
+
+func authMatrix(t *testing.T, e *writeEnv) {
 	e.createRepo("acme/private")
 	e.commit("acme/private", "main", ndjson(header("one"), inline("config.json", []byte("{}\n"))))
 	weights := randomBytes(9, 1000)
@@ -79,7 +100,7 @@ func TestAuthMatrix(t *testing.T) {
 			if w.status == 0 {
 				continue // allowed; the other tests cover the answers
 			}
-			before := e.repos.Fingerprint()
+			before := e.fingerprint()
 			resp, body := e.call(req.method, req.path, caller.token, req.contentType, req.body)
 			what := caller.name + " " + req.name
 			if resp.StatusCode != w.status || resp.Header.Get("X-Error-Code") != w.code {
@@ -91,7 +112,7 @@ func TestAuthMatrix(t *testing.T) {
 			if caller.errMessage != "" && resp.Header.Get("X-Error-Message") != caller.errMessage {
 				t.Errorf("%s: X-Error-Message %q, want %q", what, resp.Header.Get("X-Error-Message"), caller.errMessage)
 			}
-			if e.repos.Fingerprint() != before {
+			if e.fingerprint() != before {
 				t.Errorf("%s: a refused request changed the store", what)
 			}
 		}
@@ -127,7 +148,7 @@ func basicAuth(user, pass string) string {
 func TestTraversal(t *testing.T) {
 	e := newWriteEnv(t, nil)
 	e.createRepo("acme/r")
-	before := e.repos.Fingerprint()
+	before := e.fingerprint()
 	for _, tc := range []struct {
 		method, path, contentType string
 		body                      []byte
@@ -154,7 +175,7 @@ func TestTraversal(t *testing.T) {
 		resp, body := e.call(tc.method, tc.path, "admin", tc.contentType, tc.body)
 		expect(t, tc.method+" "+tc.path+" "+trim(tc.body), resp, body, tc.status, tc.code)
 	}
-	if e.repos.Fingerprint() != before {
+	if e.fingerprint() != before {
 		t.Error("a refused request changed the store")
 	}
 }
@@ -186,7 +207,7 @@ func TestUploadURLs(t *testing.T) {
 		return e.url + path + "?" + v.Encode()
 	}
 	otherOID := hubtest.SHA256([]byte("other"))
-	before := e.repos.Fingerprint()
+	before := e.fingerprint()
 	for _, tc := range []struct {
 		name, method, url string
 		body              []byte
@@ -212,7 +233,7 @@ func TestUploadURLs(t *testing.T) {
 			t.Errorf("%s: body %s does not explain (%q)", tc.name, body, tc.msg)
 		}
 	}
-	if e.repos.Fingerprint() != before {
+	if e.fingerprint() != before {
 		t.Error("a refused upload changed the store")
 	}
 	// Expired: the default lifetime is 6h.
@@ -326,7 +347,7 @@ func TestBodyLimits(t *testing.T) {
 		{"inline file (JSON form)", "POST", "/api/models/acme/l/commit/main", "application/json", j(map[string]any{"summary": "x", "files": []map[string]string{{"path": "a", "content": pad(2 << 20), "encoding": "utf-8"}}}), 413},
 		{"commit body", "POST", "/api/models/acme/l/commit/main", "application/x-ndjson", bytes.Repeat(ndjson(inline("f.txt", randomBytes(13, 900<<10))), 6), 413},
 	} {
-		before := e.repos.Fingerprint()
+		before := e.fingerprint()
 		resp, body := e.call(tc.method, tc.path, "alice", tc.contentType, tc.body)
 		expect(t, tc.name, resp, body, tc.status, "")
 		// A commit stores inline files as they arrive (invisible until the

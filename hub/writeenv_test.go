@@ -32,7 +32,10 @@ import (
 // with little data. The clock is settable (upload URL expiry).
 type writeEnv struct {
 	t       *testing.T
-	repos   *hubtest.Repos
+	repos   *hubtest.Repos // the fake, or nil when the env runs over another store
+	// fingerprint summarises the store's state, to show that a refused request
+	// changed nothing.
+	fingerprint func() string
 	handler *hub.Handler
 	url     string
 	logs    *logBuffer
@@ -50,7 +53,21 @@ const (
 
 func newWriteEnv(t *testing.T, tweak func(*hub.Options)) *writeEnv {
 	t.Helper()
-	e := &writeEnv{t: t, repos: hubtest.New(), logs: &logBuffer{}, tokens: map[string]string{}, now: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)}
+	fake := hubtest.New()
+	e := newWriteEnvOn(t, tweak, fake, fake, fake.Fingerprint)
+	e.repos = fake
+	t.Cleanup(func() {
+		if n := fake.OpenReaders(); n != 0 {
+			t.Errorf("%d readers left open", n)
+		}
+	})
+	return e
+}
+
+// newWriteEnvOn serves repos and writer (any store) with the env's tokens.
+func newWriteEnvOn(t *testing.T, tweak func(*hub.Options), repos hub.Repos, writer hub.Writer, fingerprint func() string) *writeEnv {
+	t.Helper()
+	e := &writeEnv{t: t, fingerprint: fingerprint, logs: &logBuffer{}, tokens: map[string]string{}, now: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)}
 	store, err := hub.OpenTokenStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +98,7 @@ func newWriteEnv(t *testing.T, tweak func(*hub.Options)) *writeEnv {
 	e.staging = filepath.Join(t.TempDir(), "staging")
 	opts := hub.Options{
 		Logger:             slog.New(slog.NewJSONHandler(e.logs, nil)),
-		Writer:             e.repos,
+		Writer:             writer,
 		Tokens:             store,
 		UploadKey:          bytes.Repeat([]byte{7}, 32),
 		MultipartThreshold: testThreshold,
@@ -95,16 +112,13 @@ func newWriteEnv(t *testing.T, tweak func(*hub.Options)) *writeEnv {
 	if tweak != nil {
 		tweak(&opts)
 	}
-	e.handler = hub.NewHandler(e.repos, opts)
+	e.handler = hub.NewHandler(repos, opts)
 	srv := httptest.NewServer(e.handler)
 	e.url = srv.URL
 	t.Cleanup(func() {
 		srv.Close()
 		if err := e.handler.Close(); err != nil {
 			t.Errorf("Handler.Close: %v", err)
-		}
-		if n := e.repos.OpenReaders(); n != 0 {
-			t.Errorf("%d readers left open", n)
 		}
 	})
 	return e
