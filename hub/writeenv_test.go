@@ -31,16 +31,16 @@ import (
 // and small limits so that tests exercise multipart uploads and body caps
 // with little data. The clock is settable (upload URL expiry).
 type writeEnv struct {
-	t       *testing.T
-	repos   *hubtest.Repos // the fake, or nil when the env runs over another store
+	t     *testing.T
+	repos *hubtest.Repos // the fake, or nil when the env runs over another store
 	// fingerprint summarises the store's state, to show that a refused request
 	// changed nothing.
 	fingerprint func() string
-	handler *hub.Handler
-	url     string
-	logs    *logBuffer
-	tokens  map[string]string // name → token
-	staging string
+	handler     *hub.Handler
+	url         string
+	logs        *logBuffer
+	tokens      map[string]string // name → token
+	staging     string
 
 	mu  sync.Mutex
 	now time.Time
