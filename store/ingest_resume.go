@@ -15,8 +15,8 @@ import (
 
 	"github.com/heft-dev/heft/codec/chunkcodec"
 	"github.com/heft-dev/heft/codec/safetensors"
-	"github.com/heft-dev/heft/store/internal/chunker"
 	"github.com/heft-dev/heft/internal/fsutil"
+	"github.com/heft-dev/heft/store/internal/chunker"
 )
 
 // Resumable ingestion stores a file that arrives over an unreliable link (a pull

@@ -29,3 +29,16 @@ const (
 // All lists every failpoint.
 var All = []string{PackBeforeSync, PackBeforeRename, PackBeforeDirSync, IndexBeforeCommit, IndexAfterCommit,
 	RefBeforeUpdate, RefAfterUpdate, GCBeforeSweep, GCAfterForgetPack, GCAfterRewritePack}
+
+// Injected faults (HEFT_FAULT=OP@N:ERR in a `-tags failpoints` build): the N-th
+// filesystem operation OP of the process fails with ERR (ENOSPC or EIO) instead of
+// running, as a full or failing disk would make it; later ones run normally.
+const (
+	FaultWrite   = "write"    // a write to a pack or a small published file
+	FaultSync    = "sync"     // an fsync of such a file
+	FaultRename  = "rename"   // publishing it under its final name
+	FaultDirSync = "dir-sync" // fsyncing the directory after the rename
+)
+
+// Faults lists every fault point.
+var Faults = []string{FaultWrite, FaultSync, FaultRename, FaultDirSync}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // Enabled reports whether this binary was built with failpoints.
@@ -44,4 +45,38 @@ func Hit(name string) {
 		fmt.Fprintf(os.Stderr, "failpoint %s\n", name)
 		os.Exit(ExitCode)
 	}
+}
+
+var (
+	faultOp, faultN, faultErr = parseFault(os.Getenv("HEFT_FAULT"))
+	faultHits                 int
+)
+
+func parseFault(v string) (string, int, error) {
+	spec, errName, ok := strings.Cut(v, ":")
+	if !ok {
+		return "", 0, nil
+	}
+	op, n := parse(spec)
+	switch errName {
+	case "ENOSPC":
+		return op, n, syscall.ENOSPC
+	case "EIO":
+		return op, n, syscall.EIO
+	}
+	return "", 0, nil
+}
+
+// Fault returns the injected error on the armed occurrence of op, nil otherwise.
+func Fault(op string) error {
+	if faultOp == "" || op != faultOp {
+		return nil
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	faultHits++
+	if faultHits == faultN {
+		return faultErr
+	}
+	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/heft-dev/heft/internal/failpoint"
 )
 
 // SyncDir fsyncs a directory so that entries created or renamed in it survive power
@@ -51,8 +53,14 @@ func WriteFileAtomicPerm(path string, data []byte, perm os.FileMode) (err error)
 	if err = f.Chmod(perm); err != nil {
 		return err
 	}
+	if err = failpoint.Fault(failpoint.FaultWrite); err != nil {
+		return &os.PathError{Op: "write", Path: tmp, Err: err}
+	}
 	if _, err = f.Write(data); err != nil {
 		return err
+	}
+	if err = failpoint.Fault(failpoint.FaultSync); err != nil {
+		return &os.PathError{Op: "fsync", Path: tmp, Err: err}
 	}
 	if err = f.Sync(); err != nil {
 		return err
@@ -60,8 +68,14 @@ func WriteFileAtomicPerm(path string, data []byte, perm os.FileMode) (err error)
 	if err = f.Close(); err != nil {
 		return err
 	}
+	if err = failpoint.Fault(failpoint.FaultRename); err != nil {
+		return &os.LinkError{Op: "rename", Old: tmp, New: path, Err: err}
+	}
 	if err = os.Rename(tmp, path); err != nil {
 		return err
+	}
+	if err = failpoint.Fault(failpoint.FaultDirSync); err != nil {
+		return &os.PathError{Op: "fsync", Path: dir, Err: err}
 	}
 	return SyncDir(dir)
 }
