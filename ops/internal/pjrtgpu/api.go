@@ -2,7 +2,11 @@ package pjrtgpu
 
 import (
 	"errors"
+	"fmt"
 	"time"
+
+	"github.com/heft-dev/heft/codec/quant"
+	"github.com/heft-dev/heft/codec/safetensors"
 )
 
 // ErrUnavailable is returned (wrapped, with the reason) by Open when no
@@ -16,6 +20,10 @@ var ErrUnavailable = errors.New("pjrtgpu: no usable PJRT device")
 // error message is the CPU kernel's to give. Callers run the CPU kernel
 // instead, which returns the same result or the proper error.
 var ErrUnsupported = errors.New("pjrtgpu: not supported on the device")
+
+func unsupportedf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrUnsupported, fmt.Sprintf(format, args...))
+}
 
 // DefaultMemoryFraction caps the device memory the PJRT client may grow to.
 // The client is created with preallocate=false, so it takes memory on
@@ -84,14 +92,73 @@ type Report struct {
 type Stats struct {
 	Compiles    int           `json:"compiles"`
 	CompileTime time.Duration `json:"compile_ns"`
-	Executes    int           `json:"executes"`
-	ExecuteTime time.Duration `json:"execute_ns"` // includes waiting for the device
-	UploadBytes int64         `json:"upload_bytes"`
-	UploadTime  time.Duration `json:"upload_ns"`
-	DownBytes   int64         `json:"download_bytes"`
-	DownTime    time.Duration `json:"download_ns"`
-	HostTime    time.Duration `json:"host_ns"` // host-side l×l linear algebra of the SVD
-	PowerIters  int           `json:"power_iters"`
-	OrthoPasses int           `json:"ortho_passes"`
-	Shifted     int           `json:"shifted_passes"` // Cholesky-QR passes that needed a shift
+	// CompileFailures counts programs the plugin could not compile (their
+	// callers fell back to the CPU).
+	CompileFailures int           `json:"compile_failures"`
+	Executes        int           `json:"executes"`
+	ExecuteTime     time.Duration `json:"execute_ns"` // includes waiting for the device
+	UploadBytes     int64         `json:"upload_bytes"`
+	UploadTime      time.Duration `json:"upload_ns"`
+	DownBytes       int64         `json:"download_bytes"`
+	DownTime        time.Duration `json:"download_ns"`
+	// HostTime is the host's l×l work of the SVD (eigenproblems, finishing
+	// the factors), summed over the goroutines that ran it; HostWait the
+	// part of it the device thread waited for (the rest overlapped device
+	// work).
+	HostTime   time.Duration `json:"host_ns"`
+	HostWait   time.Duration `json:"host_wait_ns"`
+	PowerIters int           `json:"power_iters"`
+	// Checks counts the stopping-rule eigenproblems, Speculative the power
+	// iterations the device ran ahead of the stopping rule and discarded.
+	Checks      int `json:"checks"`
+	Speculative int `json:"speculative_iters"`
+	// SelfCheckFailures counts decompositions whose factors failed the
+	// orthogonality self-check and went to the CPU instead.
+	SelfCheckFailures int `json:"self_check_failures"`
+	// Programs splits Executes and ExecuteTime by program (the cache key's
+	// first component: "svd_iter", "dequant_fp8", …).
+	Programs map[string]ProgramStats `json:"programs,omitempty"`
+}
+
+// ProgramStats is one program's share of Stats.
+type ProgramStats struct {
+	Executes int           `json:"executes"`
+	Time     time.Duration `json:"execute_ns"`
+}
+
+// The FP8 block dequantization kernels, fastest first (see
+// progDequantFP8). Each is exact on a device that rounds as IEEE 754
+// requires for the operations it uses; the first time a (scale dtype,
+// output dtype) is dequantized, the device tries them in order on every
+// code against edge-case scales (EdgeDequantCase) and keeps the first that
+// matches the CPU bit for bit. DequantInt, which uses no float arithmetic
+// but exact products, is the fallback. HEFT_PJRT_DEQUANT names a kernel to
+// use without probing.
+const (
+	// DequantF32: codes converted as float8_e4m3fn, float32 multiply by
+	// the scale. Needs subnormal float32 inputs and results (no
+	// flush-to-zero): XLA's CPU backend flushes them, so there it fails the
+	// probe.
+	DequantF32 = "f8-f32"
+	// DequantF64: codes converted as float8_e4m3fn and scales widened
+	// exactly to float64; the exact float64 product is rounded to float32
+	// by the conversion when normal and by an integer rounding of p·2^149
+	// when subnormal, so no float32 subnormal is ever an operand or a
+	// result.
+	DequantF64 = "f8-f64"
+	// DequantInt: codes decoded with integer operations (heft's first
+	// kernel).
+	DequantInt = "int"
+)
+
+// DequantKernels lists the FP8 block dequantization kernels, fastest first.
+var DequantKernels = []string{DequantF32, DequantF64, DequantInt}
+
+// DequantItem is one module of DequantizeBatch: the arguments of
+// Dequantize.
+type DequantItem struct {
+	Dst     []byte
+	Module  quant.Module
+	Tensors map[quant.Role][]byte
+	DType   safetensors.DType
 }

@@ -5,10 +5,12 @@ package pjrtgpu
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -27,13 +29,20 @@ type Device struct {
 	client *pjrt.Client
 	name   string
 
-	mu    sync.Mutex // guards cache, stats, sketches
+	mu    sync.Mutex // guards cache, names, stats, sketches
 	cache map[string]*pjrt.LoadedExecutable
-	stats Stats
+	// failed holds the programs that did not compile, so that a fallback
+	// does not pay for the failure again.
+	failed map[string]error
+	names  map[*pjrt.LoadedExecutable]string // program of each executable, for Stats.Programs
+	stats  Stats
 	// sketches holds the last Gaussian sketches uploaded, by (l, n, seed).
 	sketches []sketchEntry
 
 	compileMu sync.Mutex // one compile at a time (they use all cores anyway)
+
+	dqMu sync.Mutex // guards dq; held while a kernel is probed
+	dq   map[string]*dqChoice
 }
 
 type sketchEntry struct {
@@ -158,7 +167,7 @@ func open(path string, frac float64, opts Options, rep *Report) (*Device, error)
 		_ = client.Destroy()
 		return nil, errors.New("the client has no addressable device")
 	}
-	d := &Device{plugin: plugin, client: client, cache: map[string]*pjrt.LoadedExecutable{}}
+	d := &Device{plugin: plugin, client: client, cache: map[string]*pjrt.LoadedExecutable{}, names: map[*pjrt.LoadedExecutable]string{}, dq: map[string]*dqChoice{}}
 	d.name = rep.Platform
 	switch {
 	case len(rep.GPUs) > 0:
@@ -232,7 +241,9 @@ func (d *Device) Name() string { return d.name }
 func (d *Device) Stats() Stats {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.stats
+	s := d.stats
+	s.Programs = maps.Clone(s.Programs)
+	return s
 }
 
 // ResetStats clears the statistics.
@@ -262,6 +273,8 @@ func (d *Device) Close() error {
 		errs = append(errs, e.Destroy())
 	}
 	d.cache = map[string]*pjrt.LoadedExecutable{}
+	d.failed = nil
+	d.names = map[*pjrt.LoadedExecutable]string{}
 	if d.client != nil {
 		errs = append(errs, d.client.Destroy())
 		d.client = nil
@@ -269,22 +282,40 @@ func (d *Device) Close() error {
 	return errors.Join(errs...)
 }
 
+// FailedPrograms lists the programs the plugin could not compile, with the
+// compiler's message (callers fell back: a slower kernel or the CPU).
+func (d *Device) FailedPrograms() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(d.failed)) {
+		msg := d.failed[k].Error()
+		if len(msg) > 600 {
+			msg = msg[:600] + "…"
+		}
+		out = append(out, msg)
+	}
+	return out
+}
+
 // exe returns the executable cached under key, compiling build's program
-// the first time.
+// the first time. A compile failure wraps ErrUnsupported.
 func (d *Device) exe(key string, build func() ([]byte, error)) (*pjrt.LoadedExecutable, error) {
 	d.mu.Lock()
 	e, ok := d.cache[key]
+	ferr := d.failed[key]
 	d.mu.Unlock()
-	if ok {
-		return e, nil
+	if ok || ferr != nil {
+		return e, ferr
 	}
 	d.compileMu.Lock()
 	defer d.compileMu.Unlock()
 	d.mu.Lock()
 	e, ok = d.cache[key]
+	ferr = d.failed[key]
 	d.mu.Unlock()
-	if ok {
-		return e, nil
+	if ok || ferr != nil {
+		return e, ferr
 	}
 	prog, err := build()
 	if err != nil {
@@ -293,11 +324,22 @@ func (d *Device) exe(key string, build func() ([]byte, error)) (*pjrt.LoadedExec
 	start := time.Now()
 	e, err = d.client.Compile().WithStableHLO(prog).Done()
 	if err != nil {
-		return nil, fmt.Errorf("compile %s: %w", key, err)
+		// A program this plugin cannot compile is a kernel it does not
+		// support: the caller runs the CPU kernel instead.
+		err = fmt.Errorf("%w: compile %s: %v", ErrUnsupported, key, err)
+		d.mu.Lock()
+		if d.failed == nil {
+			d.failed = map[string]error{}
+		}
+		d.failed[key] = err
+		d.stats.CompileFailures++
+		d.mu.Unlock()
+		return nil, err
 	}
 	dt := time.Since(start)
 	d.mu.Lock()
 	d.cache[key] = e
+	d.names[e], _, _ = strings.Cut(key, "/")
 	d.stats.Compiles++
 	d.stats.CompileTime += dt
 	d.mu.Unlock()
@@ -312,7 +354,18 @@ func (d *Device) run(e *pjrt.LoadedExecutable, inputs ...*pjrt.Buffer) ([]*pjrt.
 		return nil, fmt.Errorf("execute: %w", err)
 	}
 	dt := time.Since(start)
-	d.addStats(func(s *Stats) { s.Executes++; s.ExecuteTime += dt })
+	d.mu.Lock()
+	s := &d.stats
+	s.Executes++
+	s.ExecuteTime += dt
+	if s.Programs == nil {
+		s.Programs = map[string]ProgramStats{}
+	}
+	ps := s.Programs[d.names[e]]
+	ps.Executes++
+	ps.Time += dt
+	s.Programs[d.names[e]] = ps
+	d.mu.Unlock()
 	return outs, nil
 }
 

@@ -4,11 +4,15 @@ package pjrtgpu
 
 import (
 	"errors"
+	"maps"
 	"math"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 
+	"github.com/heft-dev/heft/codec/quant"
+	"github.com/heft-dev/heft/codec/safetensors"
 	"github.com/heft-dev/heft/ops/internal/linalg"
 )
 
@@ -57,6 +61,108 @@ func TestDequantFP8Parity(t *testing.T) {
 		if bad > 0 {
 			t.Errorf("%s: %d elements differ; first %s", c.Name, bad, first)
 		}
+	}
+}
+
+// TestDequantIntParity: INT8 and packed 4-bit modules, bit for bit.
+func TestDequantIntParity(t *testing.T) {
+	d := testDevice(t)
+	for _, c := range IntDequantCases(1) {
+		bad, first, err := CheckDequant(d, c)
+		if err != nil {
+			t.Errorf("%s: %v", c.Name, err)
+			continue
+		}
+		if bad > 0 {
+			t.Errorf("%s: %d elements differ; first %s", c.Name, bad, first)
+		}
+	}
+}
+
+// TestDequantIntUnsupported: what the integer kernel does not take, or
+// codec/quant would refuse, goes back to the CPU.
+func TestDequantIntUnsupported(t *testing.T) {
+	d := testDevice(t)
+	c := IntDequantCases(1)[4] // int8 with zero points
+	bad := maps.Clone(c.Tensors)
+	z := slices.Clone(bad[quant.RoleZeroPoint])
+	z[3] = 0x80 // −128: in range, still fine
+	bad[quant.RoleZeroPoint] = z
+	dst := make([]byte, c.Module.Out*c.Module.In*c.DType.BitSize()/8)
+	if err := d.Dequantize(dst, c.Module, bad, c.DType); err != nil {
+		t.Errorf("zero point −128: %v", err)
+	}
+	m := c.Module
+	m.Tensors = maps.Clone(m.Tensors)
+	m.Tensors[quant.RoleGIdx] = safetensors.TensorInfo{Name: "x.weight_g_idx", DType: safetensors.I32, Shape: []uint64{uint64(m.In)}}
+	if err := d.Dequantize(dst, m, c.Tensors, c.DType); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("g_idx: %v", err)
+	}
+	if err := d.Dequantize(dst[1:], c.Module, c.Tensors, c.DType); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("short destination: %v", err)
+	}
+	short := maps.Clone(c.Tensors)
+	short[quant.RoleScale] = short[quant.RoleScale][2:]
+	if err := d.Dequantize(dst, c.Module, short, c.DType); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("short scale: %v", err)
+	}
+}
+
+// TestDequantKernels runs every kernel on every case. DequantF64 and
+// DequantInt are exact whether or not the device flushes float32
+// subnormals, so they must match everywhere; DequantF32 matches only on a
+// device that keeps them (not XLA's CPU backend), which its probe decides.
+func TestDequantKernels(t *testing.T) {
+	d := testDevice(t)
+	for _, k := range DequantKernels {
+		bad := 0
+		for _, c := range DequantCases(1) {
+			n, first, err := CheckDequantKernel(d, c, k)
+			if err != nil {
+				t.Fatalf("%s: %s: %v", k, c.Name, err)
+			}
+			if n > 0 {
+				bad++
+				if k != DequantF32 {
+					t.Errorf("%s: %s: %d elements differ; first %s", k, c.Name, n, first)
+				} else {
+					t.Logf("%s: %s: %d elements differ; first %s", k, c.Name, n, first)
+				}
+			}
+		}
+		t.Logf("kernel %s: %d of %d cases differ", k, bad, len(DequantCases(1)))
+	}
+	t.Logf("choices: %v", d.DequantChoices())
+}
+
+// TestDequantizeBatch: one program for several modules gives each its own
+// bytes.
+func TestDequantizeBatch(t *testing.T) {
+	d := testDevice(t)
+	cases := DequantCases(2)
+	var items []DequantItem
+	var want [][]byte
+	for _, c := range cases[:8] {
+		n := c.Module.Out * c.Module.In * c.DType.BitSize() / 8
+		w := make([]byte, n)
+		if err := quant.DequantizeInto(w, c.Module, c.Tensors, c.DType); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, w)
+		items = append(items, DequantItem{Dst: make([]byte, n), Module: c.Module, Tensors: c.Tensors, DType: c.DType})
+	}
+	if err := d.DequantizeBatch(items); err != nil {
+		t.Fatal(err)
+	}
+	for i, it := range items {
+		if bad, first := compareDequant(cases[i], it.Dst, want[i]); bad > 0 {
+			t.Errorf("%s: %d elements differ; first %s", cases[i].Name, bad, first)
+		}
+	}
+	bad := items[0]
+	bad.Dst = bad.Dst[1:]
+	if err := d.DequantizeBatch([]DequantItem{items[1], bad}); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("malformed item: %v", err)
 	}
 }
 

@@ -8,10 +8,18 @@
 //
 //   - FP8 E4M3 block dequantization (BF16, F16 or F32 block scales, any
 //     block shape, partial edge blocks) to BF16 or F32: bit-identical to
-//     quant.DequantizeInto. Codes are uploaded as bytes and decoded with
-//     integer operations (the go-xla builder has no fp8 type), multiplied by
-//     the scale in float32 and rounded to BF16 with integer RNE, so not even
-//     a NaN's bits depend on the device's conversion instructions.
+//     quant.DequantizeInto. Three kernels (DequantKernels): the fastest
+//     converts the codes as float8_e4m3fn and multiplies in float32, which
+//     is exact only where float32 subnormals are kept; the first time a
+//     (scale dtype, output dtype) is used, every code against edge-case
+//     scales (EdgeDequantCase) is compared with the CPU and the first
+//     kernel that matches bit for bit is kept. The next one widens to an
+//     exact float64 product and rounds subnormal results with integer
+//     arithmetic; the last decodes with integer operations only.
+//     DequantizeBatch runs several modules in one program.
+//   - INT8 per-channel or per-group (compressed-tensors int-quantized) and
+//     packed 4-bit (W4A16 pack-quantized, with or without zero points)
+//     dequantization, bit-identical by the exact float64 product.
 //   - FP8 block quantization (fp8-block, compressed-tensors or native fp8):
 //     bit-identical to quant.QuantizeWeight. The device reduces each block to
 //     its largest magnitude; the host turns those few numbers into scales with
@@ -22,10 +30,20 @@
 //   - The randomized truncated SVD of LoRA extraction and analysis: the
 //     algorithm of linalg.TruncatedSVD (same Gaussian sketch for a seed, same
 //     adaptive power iterations and stopping rule, same small Gram-matrix
-//     eigenproblem and conventions), with every product over the big matrix
-//     on the device and the l×l problems on the host in float64. Rows of the
-//     sketches are re-orthonormalized by Cholesky-QR twice (a shifted pass
-//     first when the Gram matrix is not numerically positive definite).
+//     eigenproblem and conventions). Each power iteration is one program:
+//     the products with A in float32 and the re-orthonormalizations of the
+//     sketches by shifted Newton–Schulz passes in float64, matrix products
+//     only (kernels_svd.go). The host receives one l×l Gram matrix per
+//     iteration and computes the stopping rule's eigenvalues while the
+//     device runs ahead; its symmetric eigensolver (hosteig.go, hosttri.go)
+//     splits its work over the cores. The factors are checked for
+//     orthogonality before they are returned.
+//
+// Whatever the device cannot take (another format, an unusual dtype, a
+// program the plugin cannot compile, a malformed input, a result that
+// fails a self-check) gives ErrUnsupported, and ops runs the CPU kernel.
+// HEFT_PJRT_DEQUANT=f8-f32|f8-f64|int forces an FP8 dequantization kernel
+// without probing.
 //
 // # Files and builds
 //
@@ -33,8 +51,9 @@
 // (CGO_ENABLED=0, other systems) compile stub.go instead, whose Open always
 // fails with ErrUnavailable, so `CGO_ENABLED=0 go build ./...` keeps working
 // and heft runs on the CPU. Plugin discovery (discover.go), the CUDA data
-// directory search (cudadir.go) and the host-side linear algebra
-// (hostla.go) are plain Go, shared by both builds.
+// directory search (cudadir.go), the host-side linear algebra (hostla.go,
+// hosteig.go, hosttri.go), the integer kernel's validation (intplan.go) and
+// the parity cases (parity.go) are plain Go, shared by both builds.
 //
 // # Costs
 //

@@ -2,7 +2,6 @@ package pjrtgpu
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -10,9 +9,6 @@ import (
 	"slices"
 
 	"golang.org/x/sync/errgroup"
-	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/lapack/gonum"
-	"gonum.org/v1/gonum/mat"
 
 	"github.com/heft-dev/heft/codec/numeric"
 	"github.com/heft-dev/heft/codec/quant"
@@ -58,140 +54,6 @@ func gaussianSketch(l, n int, seed uint64) []float32 {
 		}
 	})
 	return g
-}
-
-// Pivots of a Cholesky factor below pivotFloor·max(diag G) count as a
-// breakdown: the rows are numerically dependent at float32 resolution of
-// the device's Gram matrix. A failed factorization is retried on G + s·I
-// with s = shiftStart·max(diag G), ten times larger each try.
-const (
-	pivotFloor = 1e-10
-	shiftStart = 1e-6
-	shiftTries = 8
-)
-
-// cholInverse returns L⁻¹ (row-major, lower triangular, float32) for the
-// Cholesky factor L of the symmetric l×l Gram matrix g (float64, only its
-// lower triangle is read), so that L⁻¹·X has orthonormal rows when
-// g = X·Xᵀ: one pass of Cholesky-QR. When g is not numerically positive
-// definite it factors g + s·I instead (shifted Cholesky-QR: rows in
-// directions below s shrink rather than blow up) and reports shifted. An
-// all-zero g gives the identity.
-func cholInverse(g []float64, l int) (linv []float32, shifted bool, err error) {
-	maxDiag := 0.0
-	for i := range l {
-		maxDiag = max(maxDiag, g[i*l+i])
-	}
-	linv = make([]float32, l*l)
-	if !(maxDiag > 0) || math.IsInf(maxDiag, 0) {
-		if maxDiag == 0 {
-			for i := range l {
-				linv[i*l+i] = 1
-			}
-			return linv, true, nil
-		}
-		return nil, false, fmt.Errorf("pjrtgpu: Gram matrix has diagonal %v", maxDiag)
-	}
-	var impl gonum.Implementation
-	a := make([]float64, l*l)
-	shift := 0.0
-	for try := 0; ; try++ {
-		copy(a, g)
-		for i := range l {
-			a[i*l+i] += shift
-		}
-		if impl.Dpotrf(blas.Lower, l, a, l) && minPivot2(a, l) >= pivotFloor*maxDiag {
-			break
-		}
-		if try == shiftTries {
-			return nil, false, errors.New("pjrtgpu: Cholesky-QR: the Gram matrix stays indefinite after shifting")
-		}
-		if shift == 0 {
-			shift = shiftStart * maxDiag
-		} else {
-			shift *= 10
-		}
-	}
-	if !impl.Dtrtri(blas.Lower, blas.NonUnit, l, a, l) {
-		return nil, false, errors.New("pjrtgpu: Cholesky-QR: singular factor")
-	}
-	for i := range l {
-		for j := 0; j <= i; j++ {
-			linv[i*l+j] = float32(a[i*l+j])
-		}
-	}
-	return linv, shift > 0, nil
-}
-
-func minPivot2(a []float64, l int) float64 {
-	m := math.Inf(1)
-	for i := range l {
-		m = min(m, a[i*l+i]*a[i*l+i])
-	}
-	return m
-}
-
-// identityDeviation returns max |g − I| over the l×l matrix g.
-func identityDeviation(g []float64, l int) float64 {
-	var dev float64
-	for i := range l {
-		for j := range l {
-			v := g[i*l+j]
-			if i == j {
-				v--
-			}
-			dev = max(dev, math.Abs(v))
-		}
-	}
-	return dev
-}
-
-// widen converts an l×l float32 matrix to float64, symmetrized from its
-// lower triangle (the device's Gram matrix is symmetric up to rounding).
-func widen(g []float32, l int) []float64 {
-	out := make([]float64, l*l)
-	for i := range l {
-		for j := 0; j <= i; j++ {
-			v := float64(g[i*l+j])
-			out[i*l+j], out[j*l+i] = v, v
-		}
-	}
-	return out
-}
-
-// topEnergy returns the sum of the k largest eigenvalues of the symmetric
-// l×l matrix h (the energy of the best rank-k approximation of B when
-// h = B·Bᵀ), as linalg's stopping rule computes it.
-func topEnergy(h []float64, l, k int) float64 {
-	var eig mat.EigenSym
-	if !eig.Factorize(mat.NewSymDense(l, h), false) {
-		return math.NaN() // never satisfies the stopping test
-	}
-	vals := eig.Values(nil) // ascending
-	var e float64
-	for _, v := range vals[l-min(k, l):] {
-		e += max(v, 0)
-	}
-	return e
-}
-
-// topVectors returns the eigenvectors of the k largest eigenvalues of the
-// symmetric l×l matrix h as the rows of a k×l float32 matrix, largest
-// first: Ubᵀ of the small SVD.
-func topVectors(h []float64, l, k int) ([]float32, error) {
-	var eig mat.EigenSym
-	if !eig.Factorize(mat.NewSymDense(l, h), true) {
-		return nil, errors.New("pjrtgpu: TruncatedSVD: eigendecomposition of the sketch did not converge")
-	}
-	var vecs mat.Dense
-	eig.VectorsTo(&vecs) // columns by ascending eigenvalue
-	ubt := make([]float32, k*l)
-	for j := range k {
-		for i := range l {
-			ubt[j*l+i] = float32(vecs.At(i, l-1-j))
-		}
-	}
-	return ubt, nil
 }
 
 // finishSVD turns W = Ubᵀ·B (k×n, rows in eigenvalue order) into S and Vt
@@ -241,49 +103,127 @@ func finishSVD(w []float32, k, n int) (s []float64, vt linalg.Matrix, perm []int
 }
 
 // Components whose σ is below negligibleSigma·σ_1 and whose U column is
-// not of unit norm (|‖u‖ − 1| > 1e-3) come from sketch directions the
-// shifted Cholesky-QR shrank, i.e. from A having rank below k: they are
-// set to exact zeros, as linalg does for σ = 0.
+// not of unit norm (|‖u‖ − 1| > 1e-3) come from sketch directions that
+// carried only rounding noise (A of rank below k): they are set to exact
+// zeros, as linalg does for σ = 0.
 const negligibleSigma = 1e-4
 
-// normalizeSVD applies linalg.SVD's conventions: zero vectors for zero
-// (or negligible, see negligibleSigma) singular values, and in each column
-// of U a positive entry of largest magnitude (first on ties), with the
-// matching row of Vt negated along.
-func normalizeSVD(d *linalg.SVD) {
+// uChunk is the row block of the passes over U: partial sums are formed per
+// block and added in block order, so the result does not depend on the
+// number of cores.
+const uChunk = 512
+
+// finishU fills d.U (m×k) from the device's Q·Ub (udev, m×k, columns in
+// eigenvalue order): column j of U is column perm[j] of udev, with
+// linalg.SVD's conventions — zero vectors for zero (or negligible, see
+// negligibleSigma) singular values, and a positive entry of largest
+// magnitude (first on ties) in each column, the matching row of d.Vt
+// negated along.
+func finishU(d *linalg.SVD, udev []float32, perm []int) {
 	k := d.Rank()
 	m := d.U.Rows
-	forRows(k, func(lo, hi int) {
-		for j := lo; j < hi; j++ {
-			vrow := d.Vt.Row(j)
-			var nrm float64
-			best, arg := float32(-1), 0
-			for i := range m {
-				v := d.U.Data[i*k+j]
-				nrm += float64(v) * float64(v)
-				if a := float32(math.Abs(float64(v))); a > best {
-					best, arg = a, i
+	chunks := (m + uChunk - 1) / uChunk
+	// Per block and column: the largest magnitude, its first row, Σ u².
+	best := make([]float32, chunks*k)
+	arg := make([]int, chunks*k)
+	norm := make([]float64, chunks*k)
+	forRows(chunks, func(lo, hi int) {
+		for c := lo; c < hi; c++ {
+			b, a, nr := best[c*k:(c+1)*k], arg[c*k:(c+1)*k], norm[c*k:(c+1)*k]
+			for j := range b {
+				b[j] = -1
+			}
+			for i := c * uChunk; i < min((c+1)*uChunk, m); i++ {
+				row := udev[i*k : (i+1)*k]
+				for j, v := range row {
+					nr[j] += float64(v) * float64(v)
+					if av := float32(math.Abs(float64(v))); av > b[j] {
+						b[j], a[j] = av, i
+					}
 				}
-			}
-			if d.S[j] == 0 || (d.S[j] < negligibleSigma*d.S[0] && math.Abs(math.Sqrt(nrm)-1) > 1e-3) {
-				d.S[j] = 0
-				for i := range m {
-					d.U.Data[i*k+j] = 0
-				}
-				clear(vrow)
-				continue
-			}
-			if d.U.Data[arg*k+j] >= 0 {
-				continue
-			}
-			for i := range m {
-				d.U.Data[i*k+j] = -d.U.Data[i*k+j]
-			}
-			for c := range vrow {
-				vrow[c] = -vrow[c]
 			}
 		}
 	})
+	scale := make([]float32, k) // per output column: 1, −1 or 0
+	for j := range k {
+		p := perm[j]
+		bj, aj, nj := float32(-1), 0, 0.0
+		for c := range chunks {
+			nj += norm[c*k+p]
+			if best[c*k+p] > bj {
+				bj, aj = best[c*k+p], arg[c*k+p]
+			}
+		}
+		switch {
+		case d.S[j] == 0 || (d.S[j] < negligibleSigma*d.S[0] && math.Abs(math.Sqrt(nj)-1) > 1e-3):
+			d.S[j] = 0
+			clear(d.Vt.Row(j))
+		case udev[aj*k+p] < 0:
+			scale[j] = -1
+			vrow := d.Vt.Row(j)
+			for c := range vrow {
+				vrow[c] = -vrow[c]
+			}
+		default:
+			scale[j] = 1
+		}
+	}
+	forRows(m, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			src, dst := udev[i*k:(i+1)*k], d.U.Data[i*k:(i+1)*k]
+			for j, p := range perm {
+				dst[j] = src[p] * scale[j]
+			}
+		}
+	})
+}
+
+// Self-check of the factors before they are returned: for components with
+// σ above selfCheckSignificant·σ_1, |UᵀU − I| and |Vt·Vtᵀ − I| must stay
+// below selfCheckTol (gpubench holds them to 1e-4), else the decomposition
+// goes to the CPU.
+const (
+	selfCheckSignificant = 1e-5
+	selfCheckTol         = 1e-3
+)
+
+// selfCheck inspects the device's Uᵀ·U and W·Wᵀ (k×k, components in
+// eigenvalue order): between the components with ‖W_i‖ = σ_i above
+// selfCheckSignificant·max σ, Uᵀ·U must be the identity and W·Wᵀ diagonal
+// (so Vt = diag(1/σ)·W has orthonormal rows) within selfCheckTol, and
+// everything finite. It returns what failed, or "".
+func selfCheck(utu, wwt []float64, k int) string {
+	sigma := make([]float64, k)
+	var top float64
+	for i := range k {
+		v := wwt[i*k+i]
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return fmt.Sprintf("‖W_%d‖² = %v", i, v)
+		}
+		sigma[i] = math.Sqrt(max(v, 0))
+		top = max(top, sigma[i])
+	}
+	for i := range k {
+		for j := range k {
+			u, w := utu[i*k+j], wwt[i*k+j]
+			if math.IsNaN(u) || math.IsInf(u, 0) || math.IsNaN(w) || math.IsInf(w, 0) {
+				return fmt.Sprintf("non-finite product at (%d, %d)", i, j)
+			}
+			if sigma[i] <= selfCheckSignificant*top || sigma[j] <= selfCheckSignificant*top {
+				continue
+			}
+			if i == j {
+				u--
+				w = 0
+			} else {
+				w /= sigma[i] * sigma[j]
+			}
+			if math.Abs(u) > selfCheckTol || math.Abs(w) > selfCheckTol {
+				return fmt.Sprintf("components %d and %d: UᵀU − I = %.3g, rows of Vt at cosine %.3g", i, j, u, w)
+			}
+		}
+	}
+	return ""
 }
 
 // fp8Cells is the host half of fp8-block quantization: from each scale
@@ -372,6 +312,19 @@ func encodeScales(scales []float32, sd safetensors.DType) []byte {
 		}
 	}
 	return b
+}
+
+// shapeIs reports whether a tensor shape is exactly dims.
+func shapeIs(shape []uint64, dims ...int) bool {
+	if len(shape) != len(dims) {
+		return false
+	}
+	for i, d := range dims {
+		if shape[i] != uint64(d) {
+			return false
+		}
+	}
+	return true
 }
 
 // cdiv is ⌈a/b⌉ for positive b.

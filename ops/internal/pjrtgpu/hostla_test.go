@@ -14,6 +14,7 @@ import (
 	"github.com/heft-dev/heft/codec/numeric"
 	"github.com/heft-dev/heft/codec/quant"
 	"github.com/heft-dev/heft/codec/safetensors"
+	"github.com/heft-dev/heft/ops/internal/linalg"
 )
 
 // These tests cover the plain-Go half of the package (every build).
@@ -101,62 +102,58 @@ func TestFindCUDADataDir(t *testing.T) {
 	}
 }
 
-func TestCholInverse(t *testing.T) {
-	const l, d = 40, 100
-	r := rand.New(rand.NewPCG(1, 2))
-	gramOf := func(x []float64, rows int) []float64 {
-		g := make([]float64, rows*rows)
-		for i := range rows {
-			for j := range rows {
-				for k := range d {
-					g[i*rows+j] += x[i*d+k] * x[j*d+k]
-				}
-			}
-		}
-		return g
+// TestFinishU: columns permuted, signs fixed, negligible components
+// zeroed, deterministically.
+func TestFinishU(t *testing.T) {
+	const m, k, n = 1100, 4, 3
+	r := rand.New(rand.NewPCG(3, 4))
+	udev := make([]float32, m*k)
+	for i := range udev {
+		udev[i] = float32(r.NormFloat64()) / 33
 	}
-	check := func(name string, x []float64, wantShift bool) {
-		g := gramOf(x, l)
-		linv, shifted, err := cholInverse(g, l)
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
+	// Column 2 has a clear negative extreme; column 3 is tiny noise.
+	udev[700*k+2] = -5
+	for i := range m {
+		udev[i*k+3] *= 1e-3
+	}
+	w := []float32{1, 2, 3, 9, 9, 9, 0.5, 0, 0, 1e-6, 0, 0}
+	s, vt, perm := finishSVD(w, k, n)
+	if perm[0] != 1 || perm[1] != 0 || perm[2] != 2 || perm[3] != 3 {
+		t.Fatalf("perm %v", perm)
+	}
+	d := linalg.SVD{U: linalg.NewMatrix(m, k), S: s, Vt: vt}
+	finishU(&d, udev, perm)
+	for i := range m {
+		if d.U.Data[i*k] != udev[i*k+1] || d.U.Data[i*k+1] != udev[i*k] {
+			t.Fatalf("row %d: columns not permuted", i)
 		}
-		if shifted != wantShift {
-			t.Errorf("%s: shifted %v", name, shifted)
-		}
-		// Q = L⁻¹·X; its rows are orthonormal for a well-conditioned X.
-		q := make([]float64, l*d)
-		for i := range l {
-			for j := 0; j <= i; j++ {
-				for k := range d {
-					q[i*d+k] += float64(linv[i*l+j]) * x[j*d+k]
-				}
-			}
-			for j := i + 1; j < l; j++ {
-				if linv[i*l+j] != 0 {
-					t.Fatalf("%s: L⁻¹ is not lower triangular", name)
-				}
-			}
-		}
-		if dev := identityDeviation(gramOf(q, l), l); !wantShift && dev > 1e-5 {
-			t.Errorf("%s: |QQᵀ − I| = %v", name, dev)
+		if d.U.Data[i*k+2] != -udev[i*k+2] || d.U.Data[i*k+3] != 0 {
+			t.Fatalf("row %d: %v", i, d.U.Data[i*k:(i+1)*k])
 		}
 	}
-	x := make([]float64, l*d)
-	for i := range x {
-		x[i] = r.NormFloat64()
+	if d.Vt.At(2, 0) != -1 || d.S[3] != 0 || d.Vt.At(3, 0) != 0 {
+		t.Errorf("Vt %v, S %v", d.Vt.Data, d.S)
 	}
-	check("random", x, false)
-	// Rank 3: dependent rows need a shift.
-	for i := 3; i < l; i++ {
-		for k := range d {
-			x[i*d+k] = x[(i%3)*d+k] * float64(i)
-		}
+}
+
+func TestSelfCheck(t *testing.T) {
+	const k = 3
+	utu := []float64{1, 0, 0, 0, 1, 0, 0, 0, 1}
+	wwt := []float64{4, 0, 0, 0, 1, 0, 0, 0, 1e-14}
+	if msg := selfCheck(utu, wwt, k); msg != "" {
+		t.Errorf("orthonormal: %s", msg)
 	}
-	check("rank 3", x, true)
-	linv, shifted, err := cholInverse(make([]float64, l*l), l)
-	if err != nil || !shifted || linv[0] != 1 || linv[l+1] != 1 {
-		t.Errorf("zero Gram: %v %v", shifted, err)
+	utu[2], utu[6] = 0.5, 0.5 // involves the negligible component only
+	if msg := selfCheck(utu, wwt, k); msg != "" {
+		t.Errorf("negligible component: %s", msg)
+	}
+	wwt[1], wwt[3] = 0.01, 0.01 // rows 0 and 1 of Vt at cosine 0.005
+	if msg := selfCheck(utu, wwt, k); msg == "" {
+		t.Error("non-orthogonal Vt passed")
+	}
+	wwt[1], wwt[3] = 0, math.NaN()
+	if msg := selfCheck(utu, wwt, k); msg == "" {
+		t.Error("NaN passed")
 	}
 }
 

@@ -5,6 +5,8 @@ package pjrtgpu
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/go-xla/stablehlo"
@@ -16,11 +18,13 @@ import (
 
 // The StableHLO programs. Each builder returns the program text for one
 // shape; Device caches the compiled executables by the key that names the
-// shape. Integer arithmetic does every bit-exact step (fp8 decode and
-// encode, BF16 rounding), so the results do not depend on how a device
-// converts floats; the only float operations are one float32 multiply
-// (dequant), one float64 multiply and its rounding to float32 (quantize)
-// and the float32 add that rounds FP8 subnormals, all IEEE-exact.
+// shape. The bit-exact kernels use float operations only where IEEE 754
+// fixes their result and no float32 subnormal can be an operand or a result
+// (exact float64 products, conversions of normal values), and integer
+// arithmetic for the rest (BF16 rounding, FP8 encoding, subnormal
+// results), so that they do not depend on whether a device flushes
+// subnormals; the one exception, DequantF32, is probed on each device
+// before use (see DequantKernels). The SVD's programs are in kernels_svd.go.
 
 type value = stablehlo.Value
 
@@ -31,6 +35,9 @@ type graph struct {
 	b   *stablehlo.Builder
 	fn  *stablehlo.Function
 	err error
+	// noIf builds without stablehlo.if (a fallback for a plugin that
+	// cannot compile conditionals whose branches capture values).
+	noIf bool
 }
 
 var errNilValue = errors.New("pjrtgpu: operation on a failed value")
@@ -179,6 +186,21 @@ func (g *graph) blockGrid(s *value, out, in, bh, bw int) *value {
 		return nil
 	}
 	return g.keep(stablehlo.Slice(x, []int{0, 0}, []int{out, in}, []int{1, 1}))
+}
+
+// materialize puts an optimization barrier after x: a small grid computed
+// once (scales widened to float64) rather than again for every element its
+// broadcast reaches, which is what fusion would otherwise do.
+func (g *graph) materialize(x *value) *value {
+	if !g.ok(x) {
+		return nil
+	}
+	outs, err := stablehlo.OptimizationBarrier(x)
+	if err != nil {
+		g.err = err
+		return nil
+	}
+	return outs[0]
 }
 
 // maxFn returns a scalar max closure for Reduce.
@@ -340,15 +362,15 @@ func (g *graph) f64ToF32Bits(p *value) *value {
 
 // scaleInput declares an [r, c] scale grid of a safetensors dtype (BF16 and
 // F16 uploaded as bits) and returns it as float64 (exact).
-func (g *graph) scaleInput(sd safetensors.DType, r, c int) *value {
+func (g *graph) scaleInput(name string, sd safetensors.DType, r, c int) *value {
 	switch sd {
 	case safetensors.F32:
-		return g.f32ToF64(g.input("scale", dtypes.Uint32, r, c))
+		return g.f32ToF64(g.input(name, dtypes.Uint32, r, c))
 	case safetensors.BF16:
-		s := g.convert(g.input("scale", dtypes.Uint16, r, c), dtypes.Uint32)
+		s := g.convert(g.input(name, dtypes.Uint16, r, c), dtypes.Uint32)
 		return g.f32ToF64(g.shl(s, uint32(16)))
 	case safetensors.F16:
-		s := g.convert(g.input("scale", dtypes.Uint16, r, c), dtypes.Uint32)
+		s := g.convert(g.input(name, dtypes.Uint16, r, c), dtypes.Uint32)
 		return g.f32ToF64(g.f16Bits(s))
 	}
 	g.err = fmt.Errorf("pjrtgpu: scale dtype %s", sd)
@@ -375,25 +397,164 @@ func (g *graph) weightInput(wd safetensors.DType, out, in int) (bits, val *value
 	return bits, val
 }
 
-// progDequantFP8 decodes F8_E4M3 codes [out, in] (uploaded as bytes) and
-// multiplies each by its block's scale: the float64 product is exact, and
-// rounding it to float32 reproduces the CPU's float32 multiply. It returns
-// BF16 bits (u16, RNE by integer arithmetic, every NaN 0x7FC0, as
-// numeric.F32ToBF16) or float32 values.
-func progDequantFP8(out, in, bh, bw int, sd, dtype safetensors.DType) ([]byte, error) {
+// progDequantFP8 dequantizes F8_E4M3 codes [out, in] (uploaded as bytes)
+// with [bh, bw] block scales of sd into BF16 bits (u16; RNE by integer
+// arithmetic, every NaN 0x7FC0, as numeric.F32ToBF16) or float32 values,
+// with one of the DequantKernels:
+//
+//   - DequantF32: the codes are bitcast to float8_e4m3fn and converted to
+//     float32 (exact), the scales converted to float32 (exact), and
+//     multiplied in float32: the CPU's own operation, exact where the device
+//     keeps float32 subnormals.
+//   - DequantF64: the same codes converted to float64, the scales widened
+//     to float64 exactly (subnormal ones by integer arithmetic), the exact
+//     float64 product rounded to float32 by the conversion (normal results)
+//     or by rounding p·2^149 to an integer, the subnormal result's bits.
+//   - DequantInt: integer decode of the codes into float64 bits, float64
+//     product, rounding to float32 by integer arithmetic.
+func progDequantFP8(out, in, bh, bw int, sd, dtype safetensors.DType, kernel string) ([]byte, error) {
+	return progDequantFP8Batch([]fp8Shape{{out, in, bh, bw, sd, dtype, kernel}})
+}
+
+// fp8Shape is one dequantization of a batch program.
+type fp8Shape struct {
+	out, in, bh, bw int
+	sd, dtype       safetensors.DType
+	kernel          string
+}
+
+// progDequantFP8Batch dequantizes several modules in one program (inputs
+// codes0, scale0, codes1, …; one output each), so that many small tensors
+// pay one launch.
+func progDequantFP8Batch(shapes []fp8Shape) ([]byte, error) {
 	g := newGraph("heft_dequant_fp8")
-	r, c := cdiv(out, bh), cdiv(in, bw)
-	codes := g.input("codes", dtypes.Uint8, out, in)
-	scale := g.scaleInput(sd, r, c)
-	q := g.decodeE4M3(g.convert(codes, dtypes.Uint64))
-	p := g.f64ToF32Bits(g.bin(stablehlo.Multiply, q, g.blockGrid(scale, out, in, bh, bw)))
-	switch dtype {
-	case safetensors.F32:
-		return g.build(g.bitcast(p, dtypes.Float32))
-	case safetensors.BF16:
-		return g.build(g.convert(g.toBF16Bits(p), dtypes.Uint16))
+	outs := make([]*value, len(shapes))
+	f8 := false
+	for i, s := range shapes {
+		outs[i] = g.dequantFP8(i, s)
+		f8 = f8 || s.kernel != DequantInt
 	}
-	return nil, fmt.Errorf("pjrtgpu: dequant output dtype %s", dtype)
+	prog, err := g.build(outs...)
+	if err != nil || !f8 {
+		return prog, err
+	}
+	var dims [][2]int
+	for _, s := range shapes {
+		if d := [2]int{s.out, s.in}; s.kernel != DequantInt && !slices.Contains(dims, d) {
+			dims = append(dims, d)
+		}
+	}
+	return patchF8(prog, dims)
+}
+
+// dequantFP8 declares batch item i's inputs and returns its output.
+func (g *graph) dequantFP8(i int, s fp8Shape) *value {
+	r, c := cdiv(s.out, s.bh), cdiv(s.in, s.bw)
+	codes := g.input(fmt.Sprintf("codes%d", i), dtypes.Uint8, s.out, s.in)
+	scaleName := fmt.Sprintf("scale%d", i)
+	var bits *value // float32 bits of code × scale
+	switch s.kernel {
+	case DequantF32:
+		a := g.convert(g.bitcast(codes, dtypes.Int8), dtypes.Float32) // Int8 is patched to f8E4M3FN
+		bits = g.bitcast(g.bin(stablehlo.Multiply, a, g.blockGrid(g.scaleF32(scaleName, s.sd, r, c), s.out, s.in, s.bh, s.bw)), dtypes.Uint32)
+	case DequantF64:
+		a := g.convert(g.bitcast(codes, dtypes.Int8), dtypes.Float64)
+		bits = g.f64ToF32BitsFast(g.bin(stablehlo.Multiply, a, g.blockGrid(g.materialize(g.scaleF64(scaleName, s.sd, r, c)), s.out, s.in, s.bh, s.bw)))
+	case DequantInt:
+		q := g.decodeE4M3(g.convert(codes, dtypes.Uint64))
+		bits = g.f64ToF32Bits(g.bin(stablehlo.Multiply, q, g.blockGrid(g.scaleInput(scaleName, s.sd, r, c), s.out, s.in, s.bh, s.bw)))
+	default:
+		g.err = fmt.Errorf("pjrtgpu: dequant kernel %q", s.kernel)
+		return nil
+	}
+	switch s.dtype {
+	case safetensors.F32:
+		return g.bitcast(bits, dtypes.Float32)
+	case safetensors.BF16:
+		return g.convert(g.toBF16Bits(bits), dtypes.Uint16)
+	}
+	g.err = fmt.Errorf("pjrtgpu: dequant output dtype %s", s.dtype)
+	return nil
+}
+
+// patchF8 turns the program's int8 tensor types, [out, in] for each of
+// dims, into float8_e4m3fn: the go-xla builder has no fp8 type (gpu.md §3),
+// so the programs bitcast the code bytes to int8 and convert that, and the
+// text then says f8E4M3FN instead.
+func patchF8(prog []byte, dims [][2]int) ([]byte, error) {
+	text := string(prog)
+	for _, d := range dims {
+		from := fmt.Sprintf("tensor<%dx%dxi8>", d[0], d[1])
+		if !strings.Contains(text, from) {
+			return nil, fmt.Errorf("pjrtgpu: fp8 placeholder %s not in the program", from)
+		}
+		text = strings.ReplaceAll(text, from, fmt.Sprintf("tensor<%dx%dxf8E4M3FN>", d[0], d[1]))
+	}
+	if strings.Contains(strings.ReplaceAll(text, "xui8>", ""), "xi8>") || strings.Contains(text, "<i8>") {
+		return nil, errors.New("pjrtgpu: another int8 tensor in an fp8 program")
+	}
+	return []byte(text), nil
+}
+
+// scaleF32 declares an [r, c] scale grid of a safetensors dtype (BF16 and
+// F16 uploaded as bits) and returns it as float32 by conversions.
+func (g *graph) scaleF32(name string, sd safetensors.DType, r, c int) *value {
+	switch sd {
+	case safetensors.F32:
+		return g.bitcast(g.input(name, dtypes.Uint32, r, c), dtypes.Float32)
+	case safetensors.BF16:
+		s := g.convert(g.input(name, dtypes.Uint16, r, c), dtypes.Uint32)
+		return g.bitcast(g.shl(s, uint32(16)), dtypes.Float32)
+	case safetensors.F16:
+		return g.convert(g.bitcast(g.input(name, dtypes.Uint16, r, c), dtypes.Float16), dtypes.Float32)
+	}
+	g.err = fmt.Errorf("pjrtgpu: scale dtype %s", sd)
+	return nil
+}
+
+// scaleF64 declares an [r, c] scale grid of a safetensors dtype and returns
+// it as float64, exactly, without a float32 subnormal operand (exactF64).
+func (g *graph) scaleF64(name string, sd safetensors.DType, r, c int) *value {
+	var bits *value // float32 bits
+	switch sd {
+	case safetensors.F32:
+		bits = g.input(name, dtypes.Uint32, r, c)
+	case safetensors.BF16:
+		bits = g.shl(g.convert(g.input(name, dtypes.Uint16, r, c), dtypes.Uint32), uint32(16))
+	case safetensors.F16:
+		bits = g.f16Bits(g.convert(g.input(name, dtypes.Uint16, r, c), dtypes.Uint32))
+	default:
+		g.err = fmt.Errorf("pjrtgpu: scale dtype %s", sd)
+		return nil
+	}
+	return g.exactF64(bits)
+}
+
+// exactF64 widens float32 bits (u32) to float64 exactly without a float32
+// subnormal operand: bits with a zero exponent field become
+// mantissa·2^-149 from an integer conversion, the others are converted.
+func (g *graph) exactF64(bits *value) *value {
+	mag := g.mulC(g.convert(g.andC(bits, uint32(0x7FFFFF)), dtypes.Float64), float64(0x1p-149))
+	sub := g.sel(g.cmp(g.shr(bits, uint32(31)), types.CompareEQ, uint32(1)), g.un(stablehlo.Negate, mag), mag)
+	normal := g.convert(g.bitcast(bits, dtypes.Float32), dtypes.Float64)
+	return g.sel(g.cmp(g.andC(bits, uint32(0x7F800000)), types.CompareEQ, uint32(0)), sub, normal)
+}
+
+// f64ToF32BitsFast rounds float64 values whose products are exact (at most
+// 53 significant bits, far from float64's subnormals) to float32 bits,
+// RNE, subnormal results included, with float arithmetic that never has a
+// float32 subnormal operand or result: normal results come from the
+// conversion, subnormal ones are round(|p|·2^149), exact in float64 and at
+// most 2^23 (2^23 is the smallest normal's bits, as rounding up requires).
+// NaN stays NaN (payload unspecified), overflow gives ±Inf, the sign of
+// zero is kept.
+func (g *graph) f64ToF32BitsFast(p *value) *value {
+	sign := g.andC(g.convert(g.shr(g.bitcast(p, dtypes.Uint64), uint64(32)), dtypes.Uint32), uint32(0x80000000))
+	a := g.un(stablehlo.Abs, p)
+	tiny := g.cmp(a, types.CompareLT, float64(0x1p-126))
+	sub := g.orV(g.convert(g.un(stablehlo.RoundNearestEven, g.mulC(a, float64(0x1p149))), dtypes.Uint32), sign)
+	normal := g.bitcast(g.convert(p, dtypes.Float32), dtypes.Uint32)
+	return g.sel(tiny, sub, normal)
 }
 
 // decodeE4M3 maps FP8 E4M3FN codes (as u64) to their float64 values
@@ -476,39 +637,18 @@ func progFP8Codes(wd safetensors.DType, out, in, bh, bw int) ([]byte, error) {
 	return g.build(g.convert(g.orV(code, sign), dtypes.Uint8))
 }
 
-// progSumSquares returns Σ a² accumulated in float64 and the number of
-// non-finite elements of a float32 [m, n] matrix.
-func progSumSquares(m, n int) ([]byte, error) {
-	g := newGraph("heft_sumsq")
-	a := g.input("a", dtypes.Float32, m, n)
-	d := g.convert(a, dtypes.Float64)
-	sq := g.bin(stablehlo.Multiply, d, d)
-	sum := g.reduce(sq, float64(0), g.addFn(dtypes.Float64), 0, 1)
-	bad := g.convert(g.un(stablehlo.Not, g.un(stablehlo.IsFinite, a)), dtypes.Int32)
-	count := g.reduce(bad, int32(0), g.addFn(dtypes.Int32), 0, 1)
-	return g.build(sum, count)
-}
-
 // progToBF16 rounds a float32 matrix to BF16 (for the BF16 power iterations).
 func progToBF16(m, n int) ([]byte, error) {
 	g := newGraph("heft_to_bf16")
 	return g.build(g.convert(g.input("a", dtypes.Float32, m, n), dtypes.BFloat16))
 }
 
-// progMatmul contracts axis lc of a [a0, a1] with axis rc of b [b0, b1]
-// (see graph.dot). A BF16 operand is declared as BF16.
-func progMatmul(a0, a1 int, adt dtypes.DType, lc int, b0, b1 int, bdt dtypes.DType, rc int, bf16 bool) ([]byte, error) {
-	g := newGraph("heft_matmul")
-	a := g.input("a", adt, a0, a1)
-	b := g.input("b", bdt, b0, b1)
-	return g.build(g.dot(a, lc, b, rc, bf16))
-}
-
-// progGram returns x·xᵀ for x [l, d], in float32 (Highest precision).
-func progGram(l, d int) ([]byte, error) {
-	g := newGraph("heft_gram")
-	x := g.input("x", dtypes.Float32, l, d)
-	return g.build(g.dot(x, 1, x, 1, false))
+// progLaunch adds one to a float32: a program whose run time is the fixed
+// cost of a launch and its wait.
+func progLaunch() ([]byte, error) {
+	g := newGraph("heft_launch")
+	x := g.input("x", dtypes.Float32, 1)
+	return g.build(g.addC(x, float32(1)))
 }
 
 // progCopy is a device copy of a [rows, cols] u32 array (y = x ^ 1, which

@@ -63,6 +63,34 @@ func scaleBytes(vals []float32, sd safetensors.DType) []byte {
 	return b
 }
 
+// edgeCodes returns 256×256 FP8 codes holding every code in every 64×64
+// block (and in every row and column of it).
+func edgeCodes() []byte {
+	c := make([]byte, 256*256)
+	for i := range c {
+		c[i] = byte(i + i/256)
+	}
+	return c
+}
+
+// edgeScales are 4×4 block scales that reach every corner of the product:
+// zero, negative, subnormal and huge scales, NaN, products that overflow to
+// ±Inf and products in the subnormal range (and below it).
+var edgeScales = []float32{1, 0.5, 1.0 / 448, 3.1e-3, 0, -2.5e-3, 1e-40, 3e38, float32(math.NaN()), 0x1p-126, 7.7e-41, 1.5e-5, 65504, 1e-8, 2, 0.0078125}
+
+// EdgeDequantCase is the "every code, edge scales" case for scales of sd
+// and output dtype: the probe that decides whether a dequantization kernel
+// is exact on a device.
+func EdgeDequantCase(sd, dtype safetensors.DType) DequantCase {
+	mod := fp8Module(sd == safetensors.BF16, 256, 256, 64, 64, sd)
+	return DequantCase{
+		Name:    fmt.Sprintf("every code, edge scales 256x256 block 64x64 %s scales → %s", sd, dtype),
+		Module:  mod,
+		Tensors: map[quant.Role][]byte{quant.RoleCodes: edgeCodes(), quant.RoleScale: scaleBytes(edgeScales, sd)},
+		DType:   dtype,
+	}
+}
+
 // DequantCases returns the dequantization cases: every code (NaNs, ±448,
 // subnormals, ±0) against ordinary, denormal, zero, negative, huge (overflow
 // to ±Inf) and NaN scales; partial edge blocks (200×300 by 128); odd blocks;
@@ -97,13 +125,8 @@ func DequantCases(seed uint64) []DequantCase {
 		return s
 	}
 	// Every code in every block, against edge-case scales.
-	allCodes := make([]byte, 256*256)
-	for i := range allCodes {
-		allCodes[i] = byte(i + i/256)
-	}
-	edge := []float32{1, 0.5, 1.0 / 448, 3.1e-3, 0, -2.5e-3, 1e-40, 3e38, float32(math.NaN()), 0x1p-126, 7.7e-41, 1.5e-5, 65504, 1e-8, 2, 0.0078125}
 	for _, sd := range []safetensors.DType{safetensors.F32, safetensors.BF16, safetensors.F16} {
-		add("every code, edge scales", sd == safetensors.BF16, 256, 256, 64, 64, sd, allCodes, edge)
+		add("every code, edge scales", sd == safetensors.BF16, 256, 256, 64, 64, sd, edgeCodes(), edgeScales)
 	}
 	add("partial edge blocks", false, 200, 300, 128, 128, safetensors.BF16, randCodes(200*300), randScales(2*3, -12, -4))
 	add("partial edge blocks", true, 200, 300, 128, 128, safetensors.F32, randCodes(200*300), randScales(2*3, -12, -4))
@@ -114,10 +137,17 @@ func DequantCases(seed uint64) []DequantCase {
 	return cases
 }
 
-// CheckDequant runs a case on the device and on the CPU and returns the
-// number of differing elements (NaN equals NaN for F32 output, whose NaN
-// payloads are unspecified) and a description of the first.
+// CheckDequant runs a case on the device (with the kernel the device
+// chose) and on the CPU and returns the number of differing elements (NaN
+// equals NaN for F32 output, whose NaN payloads are unspecified) and a
+// description of the first.
 func CheckDequant(d *Device, c DequantCase) (int, string, error) {
+	return CheckDequantKernel(d, c, "")
+}
+
+// CheckDequantKernel is CheckDequant with a given kernel (one of
+// DequantKernels; "" for the device's choice).
+func CheckDequantKernel(d *Device, c DequantCase, kernel string) (int, string, error) {
 	es := c.DType.BitSize() / 8
 	n := c.Module.Out * c.Module.In
 	want := make([]byte, n*es)
@@ -125,9 +155,34 @@ func CheckDequant(d *Device, c DequantCase) (int, string, error) {
 		return 0, "", fmt.Errorf("cpu: %w", err)
 	}
 	got := make([]byte, n*es)
-	if err := d.Dequantize(got, c.Module, c.Tensors, c.DType); err != nil {
+	var err error
+	if kernel == "" {
+		err = d.Dequantize(got, c.Module, c.Tensors, c.DType)
+	} else {
+		err = d.DequantizeKernel(got, c.Module, c.Tensors, c.DType, kernel)
+	}
+	if err != nil {
 		return 0, "", fmt.Errorf("device: %w", err)
 	}
+	bad, first := compareDequant(c, got, want)
+	return bad, first, nil
+}
+
+// CompareDequant compares got, a device's dequantization of c, with the
+// CPU's, as CheckDequant does.
+func CompareDequant(c DequantCase, got []byte) (int, string, error) {
+	want := make([]byte, len(got))
+	if err := quant.DequantizeInto(want, c.Module, c.Tensors, c.DType); err != nil {
+		return 0, "", fmt.Errorf("cpu: %w", err)
+	}
+	bad, first := compareDequant(c, got, want)
+	return bad, first, nil
+}
+
+// compareDequant counts the elements of got that differ from want.
+func compareDequant(c DequantCase, got, want []byte) (int, string) {
+	es := c.DType.BitSize() / 8
+	n := c.Module.Out * c.Module.In
 	bad, first := 0, ""
 	for i := range n {
 		var g, w uint32
@@ -146,7 +201,7 @@ func CheckDequant(d *Device, c DequantCase) (int, string, error) {
 			bad++
 		}
 	}
-	return bad, first, nil
+	return bad, first
 }
 
 // QuantizeCase is one fp8-block quantization to compare.
@@ -273,14 +328,24 @@ type SVDCase struct {
 }
 
 // SVDCases returns small decompositions (exact optimum computable with a
-// float64 SVD in a second): a low-rank-plus-noise delta, a slowly decaying
-// spectrum, a matrix of exact rank below k, and the BF16 variant.
+// float64 SVD in a second): a low-rank-plus-noise delta (also scaled to
+// the edges of float32's range), a slowly decaying spectrum, a matrix of
+// exact rank below k, and the BF16 variant.
 func SVDCases(seed uint64) []SVDCase {
 	lr := LowRankPlusNoise(384, 640, 40, 0.3, seed)
 	slow := PowerLawMatrix(320, 512, 0.3, seed+1)
 	deficient := LowRankPlusNoise(300, 500, 5, 0, seed+2)
+	scaled := func(a linalg.Matrix, f float32) linalg.Matrix {
+		b := linalg.NewMatrix(a.Rows, a.Cols)
+		for i, v := range a.Data {
+			b.Data[i] = v * f
+		}
+		return b
+	}
 	return []SVDCase{
 		{Name: "low rank + noise 384×640, r 32", A: lr, Rank: 32},
+		{Name: "low rank + noise ×1e-25 (float32 squares underflow), r 32", A: scaled(lr, 1e-25), Rank: 32},
+		{Name: "low rank + noise ×1e25 (float32 squares overflow), r 32", A: scaled(lr, 1e25), Rank: 32},
 		{Name: "low rank + noise 640×384 (transposed), r 32", A: lr.T(), Rank: 32},
 		{Name: "σ_i = i^-0.3, 320×512, r 48", A: slow, Rank: 48},
 		{Name: "exact rank 5, 300×500, r 16", A: deficient, Rank: 16},
@@ -442,4 +507,149 @@ func CheckSVD(d *Device, c SVDCase) (SVDCheck, error) {
 		}
 	}
 	return res, nil
+}
+
+// intModule describes an INT8 (compressed-tensors int-quantized) or packed
+// 4-bit (pack-quantized) module [out, in] with scales of sd per channel
+// (group 0) or per group, and zero points when asym.
+func intModule(packed bool, out, in, group int, sd safetensors.DType, asym bool) quant.Module {
+	s := quant.Scheme{Type: quant.TypeInt, Strategy: quant.StrategyChannel, GroupSize: group, Symmetric: !asym}
+	r, c := out, 1
+	if group > 0 {
+		s.Strategy, c = quant.StrategyGroup, cdiv(in, group)
+	}
+	p := "model.layers.2.mlp.down_proj"
+	ti := func(name string, dt safetensors.DType, shape ...uint64) safetensors.TensorInfo {
+		n, _ := dt.ByteLen(shape)
+		return safetensors.TensorInfo{Name: p + "." + name, DType: dt, Shape: shape, End: n}
+	}
+	t := map[quant.Role]safetensors.TensorInfo{quant.RoleScale: ti("weight_scale", sd, uint64(r), uint64(c))}
+	if packed {
+		s.Format, s.Bits, s.CodeDType = quant.FormatCTPacked, 4, safetensors.I32
+		t[quant.RoleCodes] = ti("weight_packed", safetensors.I32, uint64(out), uint64((in+7)/8))
+		t[quant.RoleShape] = ti("weight_shape", safetensors.I64, 2)
+		if asym {
+			t[quant.RoleZeroPoint] = ti("weight_zero_point", safetensors.I32, uint64((out+7)/8), uint64(c))
+		}
+	} else {
+		s.Format, s.Bits, s.CodeDType = quant.FormatCTInt, 8, safetensors.I8
+		t[quant.RoleCodes] = ti("weight", safetensors.I8, uint64(out), uint64(in))
+		if asym {
+			t[quant.RoleZeroPoint] = ti("weight_zero_point", safetensors.I8, uint64(r), uint64(c))
+		}
+	}
+	return quant.Module{Prefix: p, Scheme: s, Tensors: t, Out: out, In: in}
+}
+
+// IntDequantCases returns the integer dequantization cases: INT8 per
+// channel and per group, packed 4-bit per group and per channel, symmetric
+// and with zero points, partial words and partial packed zero-point words,
+// edge-case scales (zero, negative, subnormal, huge, NaN) and BF16, F16 and
+// F32 scales, BF16 and F32 output.
+func IntDequantCases(seed uint64) []DequantCase {
+	rng := rand.New(rand.NewPCG(seed, 5))
+	var cases []DequantCase
+	add := func(name string, packed bool, out, in, group int, sd safetensors.DType, asym bool, scales []float32) {
+		bits := 8
+		if packed {
+			bits = 4
+		}
+		lo, hi := -(1 << (bits - 1)), 1<<(bits-1)-1
+		q := make([]int8, out*in)
+		for i := range q {
+			if !packed && in == 256 {
+				q[i] = int8(i) // every byte in every row
+			} else {
+				q[i] = int8(lo + rng.IntN(hi-lo+1))
+			}
+		}
+		mod := intModule(packed, out, in, group, sd, asym)
+		r, c := out, 1
+		if group > 0 {
+			c = cdiv(in, group)
+		}
+		tensors := map[quant.Role][]byte{}
+		if packed {
+			w, err := quant.PackInt32(q, in, 4, quant.Dense)
+			if err != nil {
+				panic(err)
+			}
+			tensors[quant.RoleCodes] = i32le(w)
+			shape := make([]byte, 16)
+			binary.LittleEndian.PutUint64(shape, uint64(out))
+			binary.LittleEndian.PutUint64(shape[8:], uint64(in))
+			tensors[quant.RoleShape] = shape
+		} else {
+			b := make([]byte, len(q))
+			for i, v := range q {
+				b[i] = byte(v)
+			}
+			tensors[quant.RoleCodes] = b
+		}
+		if scales == nil {
+			scales = make([]float32, r*c)
+			for i := range scales {
+				scales[i] = float32(math.Exp(-9+3*rng.Float64())) * float32(1-2*rng.IntN(2))
+			}
+		}
+		tensors[quant.RoleScale] = scaleBytes(scales[:r*c], sd)
+		if asym {
+			z := make([]int8, r*c)
+			for i := range z {
+				z[i] = int8(lo + rng.IntN(hi-lo+1))
+			}
+			if packed {
+				w, err := quant.PackInt32Dim0(z, r, c, 4, quant.Dense)
+				if err != nil {
+					panic(err)
+				}
+				tensors[quant.RoleZeroPoint] = i32le(w)
+			} else {
+				b := make([]byte, len(z))
+				for i, v := range z {
+					b[i] = byte(v)
+				}
+				tensors[quant.RoleZeroPoint] = b
+			}
+		}
+		kind := "int8"
+		if packed {
+			kind = "w4a16"
+		}
+		strategy := "channel"
+		if group > 0 {
+			strategy = fmt.Sprintf("group %d", group)
+		}
+		for _, dt := range []safetensors.DType{safetensors.BF16, safetensors.F32} {
+			cases = append(cases, DequantCase{
+				Name:    fmt.Sprintf("%s %s, %dx%d per %s, %s scales, asym=%v → %s", kind, name, out, in, strategy, sd, asym, dt),
+				Module:  mod,
+				Tensors: tensors,
+				DType:   dt,
+			})
+		}
+	}
+	// 16 rows: one edge scale per channel, every byte in every row.
+	add("every code, edge scales", false, 16, 256, 0, safetensors.F32, false, edgeScales)
+	add("every code, edge scales", false, 16, 256, 0, safetensors.BF16, true, edgeScales)
+	add("random", false, 200, 300, 0, safetensors.BF16, true, nil)
+	add("random", false, 130, 256, 64, safetensors.F16, false, nil)
+	edge := make([]float32, 100*10)
+	for i := range edge {
+		edge[i] = edgeScales[i%len(edgeScales)]
+	}
+	add("edge scales, partial zero-point words", true, 100, 320, 32, safetensors.F32, true, edge)
+	add("random", true, 96, 512, 128, safetensors.BF16, false, nil)
+	add("partial words", true, 64, 204, 0, safetensors.F16, true, nil)
+	add("random", true, 1024, 2048, 128, safetensors.BF16, false, nil)
+	add("random", false, 1024, 2048, 0, safetensors.BF16, false, nil)
+	return cases
+}
+
+func i32le(w []int32) []byte {
+	b := make([]byte, 4*len(w))
+	for i, v := range w {
+		binary.LittleEndian.PutUint32(b[4*i:], uint32(v))
+	}
+	return b
 }

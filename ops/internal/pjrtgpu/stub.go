@@ -53,6 +53,20 @@ func (d *Device) Dequantize([]byte, quant.Module, map[quant.Role][]byte, safeten
 	return unavailable()
 }
 
+// DequantizeKernel fails: there is no device in this build.
+func (d *Device) DequantizeKernel([]byte, quant.Module, map[quant.Role][]byte, safetensors.DType, string) error {
+	return unavailable()
+}
+
+// DequantizeBatch fails: there is no device in this build.
+func (d *Device) DequantizeBatch([]DequantItem) error { return unavailable() }
+
+// FailedPrograms reports nothing: there is no device in this build.
+func (d *Device) FailedPrograms() []string { return nil }
+
+// DequantChoices reports nothing: there is no device in this build.
+func (d *Device) DequantChoices() map[string]string { return nil }
+
 // QuantizeFP8Block fails: there is no device in this build.
 func (d *Device) QuantizeFP8Block(quant.QuantizeScheme, safetensors.TensorInfo, []byte) ([]quant.QuantizedTensor, error) {
 	return nil, unavailable()
@@ -64,9 +78,22 @@ func (d *Device) TruncatedSVD(linalg.Matrix, int, SVDOptions) (linalg.SVD, error
 }
 
 // MeasureDequantFP8 fails: there is no device in this build.
-func (d *Device) MeasureDequantFP8(quant.Module, map[quant.Role][]byte, safetensors.DType, int) ([]time.Duration, error) {
+func (d *Device) MeasureDequantFP8(quant.Module, map[quant.Role][]byte, safetensors.DType, string, int) ([]time.Duration, error) {
 	return nil, unavailable()
 }
+
+// MeasureDequant fails: there is no device in this build.
+func (d *Device) MeasureDequant(quant.Module, map[quant.Role][]byte, safetensors.DType, int) ([]time.Duration, error) {
+	return nil, unavailable()
+}
+
+// MeasureDequantBatch fails: there is no device in this build.
+func (d *Device) MeasureDequantBatch([]DequantItem, int) (batched, separate []time.Duration, err error) {
+	return nil, nil, unavailable()
+}
+
+// MeasureLaunch fails: there is no device in this build.
+func (d *Device) MeasureLaunch(int) ([]time.Duration, error) { return nil, unavailable() }
 
 // MeasureCopy fails: there is no device in this build.
 func (d *Device) MeasureCopy(int, int) ([]time.Duration, error) {

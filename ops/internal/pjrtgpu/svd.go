@@ -3,8 +3,10 @@
 package pjrtgpu
 
 import (
+	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/gomlx/compute/dtypes"
@@ -20,8 +22,8 @@ type SVDOptions struct {
 	linalg.SVDOptions
 	// BF16 rounds A and the sketches to BF16 for the products of the power
 	// iterations (float32 accumulation: the tensor cores' fast path). The
-	// final projection B = Qᵀ·A, every Gram matrix and the
-	// orthonormalizations stay float32. Off by default: the products are a
+	// final projection B = Qᵀ·A stays float32, the Gram matrices and the
+	// orthonormalizations float64. Off by default: the products are a
 	// small part of the time at the ranks LoRA uses.
 	BF16 bool
 }
@@ -52,12 +54,20 @@ func svdParams(o linalg.SVDOptions, rank int) (p, qMin, qMax int, tol float64) {
 	return p, qMin, qMax, tol
 }
 
-// Cholesky-QR passes stop after one that started within orthoTol of
-// orthonormal rows (max |X·Xᵀ − I|), and at maxOrthoPasses in any case.
-const (
-	orthoTol       = 1e-2
-	maxOrthoPasses = 6
-)
+// svdSpeculate is how many power iterations the device may run ahead of
+// the stopping rule. The rule needs the eigenvalues of an l×l matrix on the
+// host (5 to 20 ms for l = 320, by the number of cores) while an iteration
+// takes the device a few milliseconds, so the device computes the next iterations while the host
+// decides, and several decisions run at once on the host's cores.
+// Iterations past the stopping point are discarded.
+const svdSpeculate = 3
+
+// svdChecks is how many stopping-rule checks run at once. Each splits its
+// reduction over up to 8 cores (hosttri.go); checks start in iteration
+// order, one device iteration (milliseconds) apart, and wait for the
+// semaphore in that order, so the one the rule waits for is not slowed by
+// speculative ones.
+const svdChecks = 2
 
 // TruncatedSVD returns the rank-k truncated SVD of a, k = min(rank, m, n),
 // by the randomized range finder of linalg.TruncatedSVD with l = k + p
@@ -65,18 +75,26 @@ const (
 // adaptive number of power iterations between PowerIters and
 // MaxPowerIters, and the same small problem (the eigendecomposition of
 // B·Bᵀ, σ_i = ‖W_i‖), with the same conventions for U, S and Vt (see
-// linalg.SVD). Every product with A runs on the device in float32 (see
-// SVDOptions.BF16); the sketches' rows are re-orthonormalized after every
-// product by Cholesky-QR, each l×l Cholesky factor computed on the host in
-// float64. Components found only at rounding level (A of rank below k) are
-// returned as zeros.
+// linalg.SVD).
+//
+// Each power iteration is one device program: both products with A in
+// float32 (see SVDOptions.BF16) and both re-orthonormalizations of the
+// sketches' rows, by shifted Newton–Schulz passes (matrix products only;
+// see nsShift). Only the l×l Gram matrix of each iteration comes back, for
+// the stopping rule, whose eigenvalues the host computes in float64 while
+// the device runs ahead (svdSpeculate). At the end the host computes the
+// top eigenvectors of B·Bᵀ and one more program forms W = Ubᵀ·B and
+// U = Q·Ub. The factors are checked for orthogonality before they are
+// returned (see selfCheckTol).
 //
 // The result is not bit-identical to the CPU's (products and
 // orthonormalizations round differently) but has the same accuracy: the
-// Frobenius error stays within about 1 % of the optimum. Inputs the CPU
-// decomposes exactly (k + p ≥ min(m, n)), malformed matrices and matrices
-// holding NaN or ±Inf give ErrUnsupported: linalg.TruncatedSVD computes
-// them, or returns the error naming the element.
+// Frobenius error stays within about 1 % of the optimum. It is
+// deterministic for a seed on a given device and plugin. Inputs the CPU
+// decomposes exactly (k + p ≥ min(m, n)), malformed matrices, matrices
+// holding NaN or ±Inf and results that fail the self-check give
+// ErrUnsupported: linalg.TruncatedSVD computes them, or returns the error
+// naming the element.
 func (d *Device) TruncatedSVD(a linalg.Matrix, rank int, opts SVDOptions) (linalg.SVD, error) {
 	m, n := a.Rows, a.Cols
 	if m <= 0 || n <= 0 || len(a.Data) != m*n || rank < 1 {
@@ -88,14 +106,24 @@ func (d *Device) TruncatedSVD(a linalg.Matrix, rank int, opts SVDOptions) (linal
 	if l >= min(m, n) {
 		return linalg.SVD{}, unsupportedf("rank %d with %d oversampling covers min(%d, %d): the CPU decomposes it exactly", k, p, m, n)
 	}
-	r := &svdRun{d: d, m: m, n: n, l: l, bufs: map[*pjrt.Buffer]bool{}}
+	r := &svdRun{d: d, m: m, n: n, l: l, k: k, bf16: opts.BF16, bufs: map[*pjrt.Buffer]bool{}, checkSem: make(chan struct{}, svdChecks)}
 	defer r.free()
 	A, err := d.upload(f32bytes(a.Data), dtypes.Float32, m, n)
 	if err != nil {
 		return linalg.SVD{}, err
 	}
 	r.own(A)
-	frob2, bad, err := r.sumSquares(A)
+	r.a, r.aop = A, A
+	if opts.BF16 {
+		if r.aop, err = r.exec(fmt.Sprintf("to_bf16/%dx%d", m, n), func() ([]byte, error) { return progToBF16(m, n) }, A); err != nil {
+			return linalg.SVD{}, err
+		}
+	}
+	omega, err := d.sketch(l, n, opts.Seed) // owned by the cache
+	if err != nil {
+		return linalg.SVD{}, err
+	}
+	first, frob2, bad, err := r.init(omega)
 	if err != nil {
 		return linalg.SVD{}, err
 	}
@@ -105,129 +133,158 @@ func (d *Device) TruncatedSVD(a linalg.Matrix, rank int, opts SVDOptions) (linal
 	if frob2 == 0 {
 		return linalg.SVD{U: linalg.NewMatrix(m, k), S: make([]float64, k), Vt: linalg.NewMatrix(k, n)}, nil
 	}
-	aop := A
-	if opts.BF16 {
-		if aop, err = r.exec(fmt.Sprintf("to_bf16/%dx%d", m, n), func() ([]byte, error) { return progToBF16(m, n) }, A); err != nil {
-			return linalg.SVD{}, err
-		}
+	r.frob2 = frob2
+
+	// The power iterations, as linalg: iteration q has the basis Q_q and
+	// Zᵀ_q = Q_qᵀ·A; from q = qMin−1 on, the stopping rule estimates the
+	// error Q_q gives, √(‖A‖² − Σ_{i≤k} λ_i(Z_qᵀZ_q)), and stops at the
+	// first q ≥ qMin where the last iteration improved it by at most tol
+	// (or where it is below the float32 resolution), else at qMax.
+	needCheck := func(q int) bool { return q >= qMin-1 && q < qMax && (q >= qMin || qMax > qMin) }
+	iters := []*svdIter{first}
+	if needCheck(0) {
+		r.startCheck(first, 0 >= qMin)
 	}
-	omega, err := d.sketch(l, n, opts.Seed) // owned by the cache
-	if err != nil {
-		return linalg.SVD{}, err
-	}
-	// Sketches are kept transposed, one direction per row, as in linalg:
-	// Yᵀ (l×m) and Zᵀ = Qᵀ·A (l×n).
-	yt, err := r.mm(omega, l, n, 1, aop, m, n, 1, opts.BF16) // Yᵀ = Ωᵀ·Aᵀ
-	if err != nil {
-		return linalg.SVD{}, err
-	}
-	qt, err := r.orth(yt, m)
-	if err != nil {
-		return linalg.SVD{}, err
-	}
-	prevErr := math.Inf(1)
-	q := 0
-	var zt *pjrt.Buffer
-	for {
-		// Zᵀ = Qᵀ·A is both B for the current basis and the first half
-		// of the next power iteration.
-		if zt, err = r.mm(qt, l, m, 1, aop, m, n, 0, opts.BF16); err != nil {
-			return linalg.SVD{}, err
-		}
-		if q >= qMax {
-			break
-		}
-		if q >= qMin-1 {
-			h, err := r.gram(zt, n)
-			if err != nil {
-				return linalg.SVD{}, err
+	evalQ, decided, prevErr := 0, -1, math.Inf(1)
+	for decided < 0 {
+		for decided < 0 {
+			if evalQ == qMax {
+				if len(iters) > qMax {
+					decided = qMax
+				}
+				break
 			}
-			start := time.Now()
-			e2 := frob2 - topEnergy(h, l, k)
-			r.hostTime(start)
-			est := math.Sqrt(max(e2, 0))
-			if q >= qMin && (prevErr-est <= tol*est || e2 <= 1e-5*frob2) {
+			if evalQ >= len(iters) {
+				break
+			}
+			if !needCheck(evalQ) {
+				evalQ++
+				continue
+			}
+			it := iters[evalQ]
+			if !it.checked() {
+				break
+			}
+			if it.err != nil {
+				return linalg.SVD{}, it.err
+			}
+			est := math.Sqrt(max(it.e2, 0))
+			if evalQ >= qMin && (prevErr-est <= tol*est || it.e2 <= 1e-5*frob2) {
+				decided = evalQ
 				break
 			}
 			prevErr = est
+			evalQ++
 		}
-		if zt, err = r.orth(zt, n); err != nil {
-			return linalg.SVD{}, err
+		if decided >= 0 {
+			break
 		}
-		if yt, err = r.mm(zt, l, n, 1, aop, m, n, 1, opts.BF16); err != nil { // Yᵀ = Zᵀ·Aᵀ
-			return linalg.SVD{}, err
+		// Buffers of decided iterations whose successor exists are done.
+		for q := 0; q < min(evalQ, len(iters)-1); q++ {
+			r.release(iters[q].qt, iters[q].z)
 		}
-		r.release(zt, qt)
-		if qt, err = r.orth(yt, m); err != nil {
-			return linalg.SVD{}, err
+		if cur := len(iters) - 1; cur < qMax && cur+1 <= evalQ+svdSpeculate {
+			next, err := r.iterate(iters[cur])
+			if err != nil {
+				return linalg.SVD{}, err
+			}
+			iters = append(iters, next)
+			if needCheck(next.q) {
+				r.startCheck(next, next.q >= qMin)
+			}
+			continue
 		}
-		q++
+		start := time.Now()
+		<-iters[evalQ].done
+		wait := time.Since(start)
+		d.addStats(func(s *Stats) { s.HostWait += wait })
 	}
-	bt := zt // B = Qᵀ·A, l×n
+	final := iters[decided]
+	d.addStats(func(s *Stats) {
+		s.PowerIters += decided
+		s.Speculative += len(iters) - 1 - decided
+	})
+	for _, it := range iters {
+		if it != final {
+			r.release(it.qt, it.z)
+		}
+	}
+	b := final.z
+	var eig *symEig
+	if final.done != nil && !opts.BF16 {
+		// The stopping rule's check of the final iteration (done when the
+		// rule stopped there) has its eigendecomposition under way.
+		start := time.Now()
+		<-final.done
+		wait := time.Since(start)
+		d.addStats(func(s *Stats) { s.HostWait += wait })
+		eig = final.eig
+	}
 	if opts.BF16 {
-		r.release(bt)
-		if bt, err = r.mm(qt, l, m, 1, A, m, n, 0, false); err != nil {
+		// B = Qᵀ·A in float32, and its own Gram matrix.
+		outs, err := r.execN(fmt.Sprintf("svd_project/%dx%d/%d", m, n, l), func() ([]byte, error) { return progSVDProject(m, n, l) }, 2, A, final.qt)
+		if err != nil {
+			return linalg.SVD{}, err
+		}
+		b = outs[0]
+		if final.h, err = r.gram(outs[1]); err != nil {
 			return linalg.SVD{}, err
 		}
 	}
-	// Small SVD of B from its Gram matrix, as linalg: B·Bᵀ = Ub·Λ·Ubᵀ,
-	// W = Ubᵀ·B, σ_i = ‖W_i‖, Vt = diag(1/σ)·W, U = Q·Ub.
-	h, err := r.gram(bt, n)
-	if err != nil {
-		return linalg.SVD{}, err
-	}
-	start := time.Now()
-	ubt, err := topVectors(h, l, k)
-	r.hostTime(start)
-	if err != nil {
-		return linalg.SVD{}, err
-	}
-	ubtBuf, err := r.upload(ubt, k, l)
-	if err != nil {
-		return linalg.SVD{}, err
-	}
-	wBuf, err := r.mm(ubtBuf, k, l, 1, bt, l, n, 0, false)
-	if err != nil {
-		return linalg.SVD{}, err
-	}
-	w := make([]float32, k*n)
-	if err := d.download(wBuf, f32bytes(w)); err != nil {
-		return linalg.SVD{}, err
-	}
-	r.release(wBuf, ubtBuf, bt)
-	start = time.Now()
-	s, vt, perm := finishSVD(w, k, n)
-	ubp := make([]float32, l*k)
-	for j, pj := range perm {
-		for i := range l {
-			ubp[i*k+j] = ubt[pj*l+i]
+	if eig == nil {
+		start := time.Now()
+		eig, err = eigenSym(final.h, l, true)
+		r.hostTime(start)
+		if err != nil {
+			return linalg.SVD{}, err
 		}
+		r.track(eig)
 	}
-	r.hostTime(start)
-	ubpBuf, err := r.upload(ubp, l, k)
+	res, err := r.finish(final.qt, b, eig)
 	if err != nil {
 		return linalg.SVD{}, err
 	}
-	uBuf, err := r.mm(qt, l, m, 0, ubpBuf, l, k, 0, false) // U = Q·Ub, m×k
-	if err != nil {
-		return linalg.SVD{}, err
-	}
-	u := linalg.NewMatrix(m, k)
-	if err := d.download(uBuf, f32bytes(u.Data)); err != nil {
-		return linalg.SVD{}, err
-	}
-	res := linalg.SVD{U: u, S: s, Vt: vt, PowerIters: q}
-	normalizeSVD(&res)
-	d.addStats(func(st *Stats) { st.PowerIters += q })
+	res.PowerIters = decided
 	return res, nil
 }
 
-// svdRun is one decomposition's device buffers.
+// svdRun is one decomposition's device buffers and host checks.
 type svdRun struct {
-	d       *Device
-	m, n, l int
-	bufs    map[*pjrt.Buffer]bool // owned, destroyed by free
-	gbuf    []float32             // reused l×l download buffer
+	d          *Device
+	m, n, l, k int
+	bf16       bool
+	a, aop     *pjrt.Buffer // A, and the operand of the power iterations
+	frob2      float64
+	bufs       map[*pjrt.Buffer]bool // owned, destroyed by free
+	checks     sync.WaitGroup
+	checkSem   chan struct{} // at most svdChecks checks at once (see there)
+	eigs       []*symEig
+	eigMu      sync.Mutex
+}
+
+// svdIter is one power iteration's state: the basis Qᵀ [l, m] and
+// Zᵀ = Qᵀ·A [l, n] on the device, the Gram matrix Zᵀ·Z on the host, and
+// the stopping rule's check of it once started.
+type svdIter struct {
+	q     int
+	qt, z *pjrt.Buffer
+	h     []float64
+	done  chan struct{} // closed when the check is done
+	eig   *symEig
+	e2    float64 // ‖A‖² − Σ_{i≤k} λ_i
+	err   error
+}
+
+func (it *svdIter) checked() bool {
+	if it.done == nil {
+		return false
+	}
+	select {
+	case <-it.done:
+		return true
+	default:
+		return false
+	}
 }
 
 func (r *svdRun) own(b *pjrt.Buffer) { r.bufs[b] = true }
@@ -241,7 +298,15 @@ func (r *svdRun) release(bs ...*pjrt.Buffer) {
 	}
 }
 
+// free destroys the buffers, after the host checks have finished (they
+// read no device memory, but no goroutine outlives the decomposition).
 func (r *svdRun) free() {
+	r.checks.Wait()
+	r.eigMu.Lock()
+	for _, e := range r.eigs {
+		e.settle()
+	}
+	r.eigMu.Unlock()
 	for b := range r.bufs {
 		destroy(b)
 	}
@@ -255,16 +320,41 @@ func (r *svdRun) hostTime(start time.Time) {
 
 // exec runs a cached single-output program and owns its result.
 func (r *svdRun) exec(key string, build func() ([]byte, error), inputs ...*pjrt.Buffer) (*pjrt.Buffer, error) {
+	outs, err := r.execN(key, build, 1, inputs...)
+	if err != nil {
+		return nil, err
+	}
+	return outs[0], nil
+}
+
+// execN runs a cached program with n outputs and owns them.
+func (r *svdRun) execN(key string, build func() ([]byte, error), n int, inputs ...*pjrt.Buffer) ([]*pjrt.Buffer, error) {
 	e, err := r.d.exe(key, build)
 	if err != nil {
 		return nil, err
 	}
-	out, err := r.d.run1(e, inputs...)
+	outs, err := r.d.run(e, inputs...)
 	if err != nil {
 		return nil, err
 	}
-	r.own(out)
-	return out, nil
+	for _, o := range outs {
+		r.own(o)
+	}
+	if len(outs) != n {
+		return nil, fmt.Errorf("%s: %d outputs, want %d", key, len(outs), n)
+	}
+	return outs, nil
+}
+
+// execVariants runs the program name built with conditionals, or, where
+// the plugin cannot compile those, without (every orthonormalization pass
+// then takes the full nsIters steps).
+func (r *svdRun) execVariants(name string, build func(noIf bool) ([]byte, error), n int, inputs ...*pjrt.Buffer) ([]*pjrt.Buffer, error) {
+	outs, err := r.execN(r.key(name), func() ([]byte, error) { return build(false) }, n, inputs...)
+	if errors.Is(err, ErrUnsupported) {
+		outs, err = r.execN(r.key(name)+"/noif", func() ([]byte, error) { return build(true) }, n, inputs...)
+	}
+	return outs, err
 }
 
 func (r *svdRun) upload(x []float32, rows, cols int) (*pjrt.Buffer, error) {
@@ -276,111 +366,151 @@ func (r *svdRun) upload(x []float32, rows, cols int) (*pjrt.Buffer, error) {
 	return b, nil
 }
 
-// mm contracts axis lc of a [a0, a1] with axis rc of b [b0, b1]. A BF16
-// operand (the rounded A) is recognized by its buffer's dtype.
-func (r *svdRun) mm(a *pjrt.Buffer, a0, a1, lc int, b *pjrt.Buffer, b0, b1, rc int, bf16 bool) (*pjrt.Buffer, error) {
-	adt, bdt := bufDType(a), bufDType(b)
-	key := fmt.Sprintf("mm/%dx%d%s.%d/%dx%d%s.%d/%v", a0, a1, adt, lc, b0, b1, bdt, rc, bf16)
-	return r.exec(key, func() ([]byte, error) { return progMatmul(a0, a1, adt, lc, b0, b1, bdt, rc, bf16) }, a, b)
+func (r *svdRun) key(name string) string {
+	return fmt.Sprintf("%s/%dx%d/%d/%v", name, r.m, r.n, r.l, r.bf16)
 }
 
-func bufDType(b *pjrt.Buffer) dtypes.DType {
-	dt, err := b.DType()
-	if err != nil {
-		return dtypes.Float32
+// operands lists A (and its BF16 copy) for the init program.
+func (r *svdRun) operands() []*pjrt.Buffer {
+	if r.bf16 {
+		return []*pjrt.Buffer{r.a, r.aop}
 	}
-	return dt
+	return []*pjrt.Buffer{r.a}
 }
 
-// gram returns x·xᵀ for x [l, d] on the host, in float64.
-func (r *svdRun) gram(x *pjrt.Buffer, d int) ([]float64, error) {
-	l := r.l
-	e, err := r.d.exe(fmt.Sprintf("gram/%dx%d", l, d), func() ([]byte, error) { return progGram(l, d) })
+// init runs the first program: ‖A‖², the non-finite count and iteration 0.
+func (r *svdRun) init(omega *pjrt.Buffer) (*svdIter, float64, int, error) {
+	m, n, l, bf16 := r.m, r.n, r.l, r.bf16
+	outs, err := r.execVariants("svd_init", func(noIf bool) ([]byte, error) { return progSVDInit(m, n, l, bf16, noIf) }, 5, append(r.operands(), omega)...)
 	if err != nil {
-		return nil, err
-	}
-	gb, err := r.d.run1(e, x)
-	if err != nil {
-		return nil, err
-	}
-	defer destroy(gb)
-	if r.gbuf == nil {
-		r.gbuf = make([]float32, l*l)
-	}
-	if err := r.d.download(gb, f32bytes(r.gbuf)); err != nil {
-		return nil, err
-	}
-	return widen(r.gbuf, l), nil
-}
-
-// orth re-orthonormalizes the rows of x [l, d] by Cholesky-QR, X ← L⁻¹·X
-// for X·Xᵀ = L·Lᵀ, until a pass starts from a Gram matrix within orthoTol
-// of the identity (that pass then leaves the rows orthonormal to float32
-// rounding): two passes for a well-conditioned X (the second removes the
-// first one's loss of orthogonality, about cond(X)²·2⁻²⁴), more when X is
-// ill-conditioned or rank-deficient (a shifted first pass shrinks the
-// dependent rows, the next ones turn their rounding noise into an
-// orthonormal completion, as Householder QR would). It consumes x.
-func (r *svdRun) orth(x *pjrt.Buffer, d int) (*pjrt.Buffer, error) {
-	l := r.l
-	for pass := 0; pass < maxOrthoPasses; pass++ {
-		g, err := r.gram(x, d)
-		if err != nil {
-			return nil, err
-		}
-		start := time.Now()
-		dev := identityDeviation(g, l)
-		linv, shifted, err := cholInverse(g, l)
-		r.hostTime(start)
-		if err != nil {
-			return nil, err
-		}
-		lb, err := r.upload(linv, l, l)
-		if err != nil {
-			return nil, err
-		}
-		nx, err := r.mm(lb, l, l, 1, x, l, d, 0, false)
-		if err != nil {
-			return nil, err
-		}
-		r.release(lb, x)
-		x = nx
-		r.d.addStats(func(s *Stats) {
-			s.OrthoPasses++
-			if shifted {
-				s.Shifted++
-			}
-		})
-		if dev <= orthoTol {
-			break
-		}
-	}
-	return x, nil
-}
-
-// sumSquares returns ‖A‖_F² (float64 accumulation) and the number of
-// non-finite elements.
-func (r *svdRun) sumSquares(a *pjrt.Buffer) (float64, int, error) {
-	m, n := r.m, r.n
-	e, err := r.d.exe(fmt.Sprintf("sumsq/%dx%d", m, n), func() ([]byte, error) { return progSumSquares(m, n) })
-	if err != nil {
-		return 0, 0, err
-	}
-	outs, err := r.d.run(e, a)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer destroy(outs...)
-	if len(outs) != 2 {
-		return 0, 0, fmt.Errorf("sumsq: %d outputs, want 2", len(outs))
+		return nil, 0, 0, err
 	}
 	s := make([]float64, 1)
 	c := make([]int32, 1)
-	if err := outs[0].ToHost(f64bytes(s)); err != nil {
-		return 0, 0, fmt.Errorf("download: %w", err)
+	if err := r.d.download(outs[0], f64bytes(s)); err != nil {
+		return nil, 0, 0, err
 	}
-	if err := outs[1].ToHost(i32bytes(c)); err != nil {
-		return 0, 0, fmt.Errorf("download: %w", err)
+	if err := r.d.download(outs[1], i32bytes(c)); err != nil {
+		return nil, 0, 0, err
 	}
-	return s[0], int(c[0]), nil
+	r.release(outs[0], outs[1])
+	if c[0] > 0 || s[0] == 0 {
+		return nil, s[0], int(c[0]), nil
+	}
+	h, err := r.gram(outs[4])
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	return &svdIter{q: 0, qt: outs[2], z: outs[3], h: h}, s[0], 0, nil
+}
+
+// iterate runs one power iteration from it.
+func (r *svdRun) iterate(it *svdIter) (*svdIter, error) {
+	m, n, l, bf16 := r.m, r.n, r.l, r.bf16
+	outs, err := r.execVariants("svd_iter", func(noIf bool) ([]byte, error) { return progSVDIter(m, n, l, bf16, noIf) }, 3, r.aop, it.z)
+	if err != nil {
+		return nil, err
+	}
+	h, err := r.gram(outs[2])
+	if err != nil {
+		return nil, err
+	}
+	return &svdIter{q: it.q + 1, qt: outs[0], z: outs[1], h: h}, nil
+}
+
+// gram downloads an l×l float64 Gram matrix (and frees it), symmetrized
+// from its lower triangle.
+func (r *svdRun) gram(b *pjrt.Buffer) ([]float64, error) {
+	l := r.l
+	g := make([]float64, l*l)
+	err := r.d.download(b, f64bytes(g))
+	r.release(b)
+	if err != nil {
+		return nil, err
+	}
+	for i := range l {
+		for j := 0; j < i; j++ {
+			g[j*l+i] = g[i*l+j]
+		}
+	}
+	return g, nil
+}
+
+// startCheck computes the stopping rule's eigenvalues of it.h in the
+// background; prepare also forms what the eigenvectors need, for an
+// iteration the rule may stop at.
+func (r *svdRun) startCheck(it *svdIter, prepare bool) {
+	it.done = make(chan struct{})
+	r.checks.Add(1)
+	r.d.addStats(func(s *Stats) { s.Checks++ })
+	go func() {
+		defer r.checks.Done()
+		defer close(it.done)
+		r.checkSem <- struct{}{}
+		defer func() { <-r.checkSem }()
+		start := time.Now()
+		eig, err := eigenSym(it.h, r.l, prepare)
+		if err == nil {
+			it.e2 = r.frob2 - eig.topEnergy(r.k)
+			it.eig = eig
+			r.track(eig)
+		}
+		it.err = err
+		r.hostTime(start)
+	}()
+}
+
+// track keeps eig for free, which waits for its background work.
+func (r *svdRun) track(eig *symEig) {
+	r.eigMu.Lock()
+	r.eigs = append(r.eigs, eig)
+	r.eigMu.Unlock()
+}
+
+// finish computes the factors from the final basis Qᵀ, B = Qᵀ·A and the
+// eigendecomposition of B·Bᵀ, as linalg: W = Ubᵀ·B, σ_i = ‖W_i‖, components
+// sorted by σ, Vt = diag(1/σ)·W, U = Q·Ub, then linalg.SVD's conventions.
+func (r *svdRun) finish(qt, b *pjrt.Buffer, eig *symEig) (linalg.SVD, error) {
+	m, n, l, k := r.m, r.n, r.l, r.k
+	start := time.Now()
+	ubt, _ := eig.topVectors(k)
+	r.hostTime(start)
+	ubtBuf, err := r.upload(ubt, k, l)
+	if err != nil {
+		return linalg.SVD{}, err
+	}
+	outs, err := r.execN(fmt.Sprintf("svd_final/%dx%d/%d/%d", m, n, l, k), func() ([]byte, error) { return progSVDFinal(m, n, l, k) }, 4, qt, b, ubtBuf)
+	if err != nil {
+		return linalg.SVD{}, err
+	}
+	// U downloads while the host finishes S and Vt from W.
+	udev := make([]float32, m*k)
+	var uErr error
+	var uDone sync.WaitGroup
+	uDone.Go(func() { uErr = r.d.download(outs[1], f32bytes(udev)) })
+	w := make([]float32, k*n)
+	utu := make([]float64, k*k)
+	wwt := make([]float64, k*k)
+	err = errors.Join(r.d.download(outs[0], f32bytes(w)), r.d.download(outs[2], f64bytes(utu)), r.d.download(outs[3], f64bytes(wwt)))
+	start = time.Now()
+	var s []float64
+	var vt linalg.Matrix
+	var perm []int
+	if err == nil {
+		s, vt, perm = finishSVD(w, k, n)
+	}
+	r.hostTime(start)
+	uDone.Wait()
+	if err = errors.Join(err, uErr); err != nil {
+		return linalg.SVD{}, err
+	}
+	if msg := selfCheck(utu, wwt, k); msg != "" {
+		r.d.addStats(func(s *Stats) { s.SelfCheckFailures++ })
+		return linalg.SVD{}, unsupportedf("the device's factors failed the self-check (%s)", msg)
+	}
+	start = time.Now()
+	res := linalg.SVD{U: linalg.NewMatrix(m, k), S: s, Vt: vt}
+	finishU(&res, udev, perm)
+	r.hostTime(start)
+	return res, nil
 }

@@ -8,23 +8,37 @@
 //
 // It runs, in order:
 //
-//  1. parity: FP8 block dequantization and fp8-block quantization bit for
-//     bit against codec/quant on random data and edge cases, and the
-//     randomized SVD against the exact optimum of small matrices
-//     (pjrtgpu.DequantCases, QuantizeCases, SVDCases);
+//  1. parity: FP8 block dequantization with the kernel the device chose
+//     after its probes and with every kernel (pjrtgpu.DequantKernels:
+//     f8-f64 and int must match everywhere; f8-f32 only where float32
+//     subnormals are kept, which the report says), several modules in one
+//     program, INT8 and packed 4-bit (W4A16) dequantization, fp8-block
+//     quantization, all bit for bit against codec/quant on random data and
+//     edge cases (subnormal codes, scales and products, NaN, ±Inf, partial
+//     blocks and words); the randomized SVD against the exact optimum of
+//     small matrices (pjrtgpu.DequantCases, IntDequantCases,
+//     QuantizeCases, SVDCases), and twice with one seed for identical bits;
 //  2. LoRA extraction at -rank on one synthetic Qwen3-32B layer (q, k, v,
 //     o, gate, up, down; BF16 base and a tuned copy differing by a rank-64
 //     delta plus noise): the device's time per module (after a warm-up run
 //     that compiles) and its relative error, next to torch.linalg.svd on
 //     the same deltas (what mergekit does), timed on the same card by the
 //     -torch script, which also gives the exact optimum (float64 singular
-//     values); the layer time is extrapolated to 64 layers;
-//  3. FP8 block dequantization of device-resident q_proj and gate_proj
-//     shapes, in GB/s, against the card's copy bandwidth measured the same
-//     way (target: ≥ 80 %), and the end-to-end time with transfers.
+//     values); the layer time is extrapolated to 64 layers; where the time
+//     went (execute, transfers, host eigenproblems and how long the device
+//     waited for them, per program); k_proj again for identical bits;
+//  3. dequantization to BF16 of device-resident q_proj and gate_proj
+//     shapes: the launch-and-wait cost of an empty program; FP8 block 128
+//     with the device's kernel and with each kernel, INT8 per channel and
+//     W4A16 group 128, in GB/s against the card's copy bandwidth measured
+//     the same way (target for FP8: ≥ 80 %), with and without the launch
+//     cost; the end-to-end time with transfers and the CPU's; one layer's
+//     seven FP8 modules in one program and in seven.
 //
-// It prints one table and writes DIR/gpubench.json. The exit status is 1
-// when a parity check fails.
+// It prints one report and writes DIR/gpubench.json. The exit status is 1
+// when a parity check, an error bound (1.01× the optimum, orthogonality
+// 1e-4), a determinism check or a measurement fails, 2 when no device
+// opens.
 package main
 
 import (
@@ -35,6 +49,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -68,19 +83,30 @@ const qwen3Layers = 64
 var dequantShapes = [][2]int{{8192, 5120}, {25600, 5120}}
 
 type report struct {
-	Device   *pjrtgpu.Report `json:"device"`
-	Parity   parity          `json:"parity"`
-	Lora     *loraBench      `json:"lora,omitempty"`
-	Dequant  []dequantBench  `json:"dequant,omitempty"`
-	Failures []string        `json:"failures"`
+	Device *pjrtgpu.Report `json:"device"`
+	// FailedPrograms are the programs the plugin could not compile (their
+	// callers fell back to a slower kernel or the CPU).
+	FailedPrograms []string       `json:"failed_programs"`
+	Parity         parity         `json:"parity"`
+	Lora           *loraBench     `json:"lora,omitempty"`
+	Dequant        *dequantReport `json:"dequant,omitempty"`
+	Failures       []string       `json:"failures"`
 }
 
 type parity struct {
-	DequantCases, DequantOK   int
+	DequantCases, DequantOK int
+	// DequantKernels counts, per kernel, the cases bit-identical to the
+	// CPU; DequantChoices is the kernel each (scale, output) dtype pair
+	// uses after the probes, and why faster ones were passed over.
+	DequantKernels            map[string]int
+	DequantChoices            map[string]string
+	BatchOK                   bool
+	IntCases, IntOK           int // INT8 and packed 4-bit
 	QuantizeCases, QuantizeOK int
 	QuantizeRefused           int
 	SVDCases, SVDOK           int
 	SVDWorstRatio             float64
+	SVDDeterministic          bool
 	Details                   []string
 }
 
@@ -94,7 +120,10 @@ type loraModule struct {
 	// From the torch script.
 	TorchSeconds float64 `json:"torch_svd_s"`
 	TorchError   float64 `json:"torch_rel_error"`
-	Optimum      float64 `json:"optimum_rel_error"`
+	// From -cpu: linalg.TruncatedSVD on the same delta and seed.
+	CPUSeconds float64 `json:"cpu_s,omitempty"`
+	CPUError   float64 `json:"cpu_rel_error,omitempty"`
+	Optimum    float64 `json:"optimum_rel_error"`
 }
 
 type loraBench struct {
@@ -106,20 +135,41 @@ type loraBench struct {
 	TorchModelMin float64         `json:"torch_64_layers_min"`
 	CompileS      float64         `json:"warmup_compile_s"`
 	Stats         pjrtgpu.Stats   `json:"timed_run_stats"`
+	Deterministic bool            `json:"deterministic"` // a second run of k_proj gave the same bits
 	Torch         json.RawMessage `json:"torch,omitempty"`
 	TorchErr      string          `json:"torch_error,omitempty"`
 }
 
 type dequantBench struct {
-	Shape        string  `json:"shape"`
+	Shape  string `json:"shape"`
+	Kernel string `json:"kernel"` // "auto: f8-f32" for the device's choice
+	// DeviceUS is the median wall time of one execution on device-resident
+	// data, launch and wait included; NetUS subtracts the launch overhead.
 	DeviceUS     float64 `json:"device_median_us"`
+	NetUS        float64 `json:"net_us"`
 	GBs          float64 `json:"device_gb_s"` // (codes + scales + BF16 out) / time
 	CopyGBs      float64 `json:"copy_gb_s"`
-	Ratio        float64 `json:"ratio"`
-	EndToEndMS   float64 `json:"end_to_end_ms"` // host codes → host BF16
-	CPUMS        float64 `json:"cpu_ms"`
-	CPUThreads   int     `json:"cpu_threads"`
+	Ratio        float64 `json:"ratio"`     // GBs / CopyGBs
+	NetRatio     float64 `json:"net_ratio"` // the same without the launch overhead in either
+	EndToEndMS   float64 `json:"end_to_end_ms,omitempty"`
+	CPUMS        float64 `json:"cpu_ms,omitempty"`
+	CPUThreads   int     `json:"cpu_threads,omitempty"`
 	BytesPerCall int64   `json:"bytes"`
+	Error        string  `json:"error,omitempty"`
+}
+
+type dequantReport struct {
+	LaunchUS float64        `json:"launch_us"` // median of an (almost) empty program
+	Shapes   []dequantBench `json:"shapes"`
+	// Batch: the seven FP8 modules of one Qwen3-32B layer in one program
+	// and in seven, device-resident.
+	BatchModules int     `json:"batch_modules"`
+	BatchBytes   int64   `json:"batch_bytes"`
+	BatchedUS    float64 `json:"batched_us"`
+	SeparateUS   float64 `json:"separate_us"`
+	BatchedGBs   float64 `json:"batched_gb_s"`
+	BatchCopyGBs float64 `json:"batch_copy_gb_s"`
+	BatchError   string  `json:"batch_error,omitempty"`
 }
 
 func main() {
@@ -129,6 +179,7 @@ func main() {
 	script := flag.String("torch", "", "torch baseline script (bench/gpu/gpubench.py); empty: no baseline")
 	python := flag.String("python", "python3", "python interpreter for the torch script")
 	skipLora := flag.Bool("skip-lora", false, "skip the LoRA extraction benchmark")
+	cpuRef := flag.Bool("cpu", false, "also decompose every LoRA delta on the CPU (linalg.TruncatedSVD), and fail if the device's error exceeds 1.01x the CPU's (slow at full scale)")
 	scale := flag.Int("scale", 1, "divide every benchmark dimension by this (a quick run on a small device)")
 	flag.Parse()
 	if *scale > 1 {
@@ -158,7 +209,7 @@ func main() {
 	runParity(dev, rep)
 	printParity(rep)
 	if !*skipLora {
-		lb, err := runLora(dev, *rank, *outDir, *python, *script)
+		lb, err := runLora(dev, *rank, *outDir, *python, *script, *cpuRef)
 		if err != nil {
 			rep.Failures = append(rep.Failures, "lora: "+err.Error())
 			fmt.Println("lora benchmark failed:", err)
@@ -167,12 +218,23 @@ func main() {
 			if m.Optimum > 0 && m.GPUError > 1.01*m.Optimum {
 				rep.Failures = append(rep.Failures, fmt.Sprintf("lora %s: relative error %.6f is %.4fx the optimum %.6f (limit 1.01x)", m.Name, m.GPUError, m.GPUError/m.Optimum, m.Optimum))
 			}
+			if m.CPUError > 0 && m.GPUError > 1.01*m.CPUError {
+				rep.Failures = append(rep.Failures, fmt.Sprintf("lora %s: relative error %.6f is %.4fx the CPU's %.6f (limit 1.01x)", m.Name, m.GPUError, m.GPUError/m.CPUError, m.CPUError))
+			}
+		}
+		if !lb.Deterministic && err == nil {
+			rep.Failures = append(rep.Failures, "lora: two extractions of k_proj with one seed differ")
 		}
 		rep.Lora = lb
 		printLora(lb)
 	}
 	rep.Dequant = runDequant(dev, rep)
 	printDequant(rep.Dequant)
+	rep.Parity.DequantChoices = dev.DequantChoices()
+	rep.FailedPrograms = dev.FailedPrograms()
+	if len(rep.FailedPrograms) > 0 {
+		fmt.Printf("\nprograms the plugin could not compile (fallbacks used):\n  %s\n", strings.Join(rep.FailedPrograms, "\n  "))
+	}
 	writeJSON(*outDir, rep)
 	if len(rep.Failures) > 0 {
 		fmt.Printf("\nFAILURES (%d):\n  %s\n", len(rep.Failures), strings.Join(rep.Failures, "\n  "))
@@ -203,6 +265,8 @@ func runParity(dev *pjrtgpu.Device, rep *report) {
 		p.Details = append(p.Details, msg)
 		rep.Failures = append(rep.Failures, msg)
 	}
+	// The device's choice of kernel, after its probes: must match on every
+	// case.
 	for _, c := range pjrtgpu.DequantCases(1) {
 		p.DequantCases++
 		bad, first, err := pjrtgpu.CheckDequant(dev, c)
@@ -213,6 +277,62 @@ func runParity(dev *pjrtgpu.Device, rep *report) {
 			fail("dequant %s: %d elements differ, first %s", c.Name, bad, first)
 		default:
 			p.DequantOK++
+		}
+	}
+	p.DequantChoices = dev.DequantChoices()
+	// Every kernel on every case: f8-f64 and int are exact on any IEEE
+	// device, flush-to-zero or not, so a mismatch is a bug; f8-f32 needs
+	// float32 subnormals, and its mismatches only say this device flushes
+	// them (its probe then keeps it out of use).
+	p.DequantKernels = map[string]int{}
+	for _, k := range pjrtgpu.DequantKernels {
+		for _, c := range pjrtgpu.DequantCases(1) {
+			bad, first, err := pjrtgpu.CheckDequantKernel(dev, c, k)
+			switch {
+			case errors.Is(err, pjrtgpu.ErrUnsupported) && k != pjrtgpu.DequantInt:
+				// A faster kernel this plugin cannot compile: unavailable,
+				// not wrong (the device's choice skips it).
+				p.Details = append(p.Details, fmt.Sprintf("dequant kernel %s unavailable on this device, %s: %v", k, c.Name, err))
+			case err != nil:
+				fail("dequant kernel %s, %s: %v", k, c.Name, err)
+			case bad > 0 && k != pjrtgpu.DequantF32:
+				fail("dequant kernel %s, %s: %d elements differ, first %s", k, c.Name, bad, first)
+			case bad > 0:
+				p.Details = append(p.Details, fmt.Sprintf("dequant kernel %s (not exact on this device), %s: %d elements differ, first %s", k, c.Name, bad, first))
+			default:
+				p.DequantKernels[k]++
+			}
+		}
+	}
+	// INT8 and packed 4-bit (W4A16).
+	for _, c := range pjrtgpu.IntDequantCases(1) {
+		p.IntCases++
+		bad, first, err := pjrtgpu.CheckDequant(dev, c)
+		switch {
+		case err != nil:
+			fail("dequant %s: %v", c.Name, err)
+		case bad > 0:
+			fail("dequant %s: %d elements differ, first %s", c.Name, bad, first)
+		default:
+			p.IntOK++
+		}
+	}
+	// Several modules in one program.
+	cases := pjrtgpu.DequantCases(3)
+	var items []pjrtgpu.DequantItem
+	for _, c := range cases {
+		items = append(items, pjrtgpu.DequantItem{Dst: make([]byte, c.Module.Out*c.Module.In*c.DType.BitSize()/8), Module: c.Module, Tensors: c.Tensors, DType: c.DType})
+	}
+	if err := dev.DequantizeBatch(items); err != nil {
+		fail("dequant batch of %d: %v", len(items), err)
+	} else {
+		p.BatchOK = true
+		for i, c := range cases {
+			bad, first, err := pjrtgpu.CompareDequant(c, items[i].Dst)
+			if err != nil || bad > 0 {
+				fail("dequant batch item %d (%s): %d elements differ (first %s) %v", i, c.Name, bad, first, err)
+				p.BatchOK = false
+			}
 		}
 	}
 	for _, c := range pjrtgpu.QuantizeCases(1) {
@@ -243,14 +363,49 @@ func runParity(dev *pjrtgpu.Device, rep *report) {
 		}
 		p.SVDOK++
 	}
+	// Same seed, same bits.
+	c := pjrtgpu.SVDCases(7)[4] // σ_i = i^-0.3: four power iterations
+	a, err1 := dev.TruncatedSVD(c.A, c.Rank, c.Opts)
+	b, err2 := dev.TruncatedSVD(c.A, c.Rank, c.Opts)
+	if err := errors.Join(err1, err2); err != nil {
+		fail("svd determinism: %v", err)
+	} else if !sameSVD(a, b) {
+		fail("svd determinism: two decompositions of %s with one seed differ", c.Name)
+	} else {
+		p.SVDDeterministic = true
+	}
+}
+
+func sameSVD(a, b linalg.SVD) bool {
+	return slices.Equal(a.S, b.S) && slices.Equal(f32bits(a.U.Data), f32bits(b.U.Data)) && slices.Equal(f32bits(a.Vt.Data), f32bits(b.Vt.Data))
+}
+
+func f32bits(x []float32) []uint32 {
+	out := make([]uint32, len(x))
+	for i, v := range x {
+		out[i] = math.Float32bits(v)
+	}
+	return out
 }
 
 func printParity(rep *report) {
 	p := rep.Parity
 	fmt.Println("== parity: device vs CPU kernels")
-	fmt.Printf("  fp8 block dequant   %d/%d cases bit-identical (every code, NaN, ±448, subnormals, partial blocks, BF16/F16/F32 scales, BF16/F32 out)\n", p.DequantOK, p.DequantCases)
+	fmt.Printf("  fp8 block dequant   %d/%d cases bit-identical with the device's kernels (every code, NaN, ±448, subnormal codes, scales and products, partial blocks, BF16/F16/F32 scales, BF16/F32 out)\n", p.DequantOK, p.DequantCases)
+	for _, k := range pjrtgpu.DequantKernels {
+		note := ""
+		if k == pjrtgpu.DequantF32 {
+			note = " (exact only without flush-to-zero of float32 subnormals)"
+		}
+		fmt.Printf("    kernel %-7s %d/%d cases bit-identical%s\n", k, p.DequantKernels[k], p.DequantCases, note)
+	}
+	for _, k := range slices.Sorted(maps.Keys(p.DequantChoices)) {
+		fmt.Printf("    %s scales→output: %s\n", k, p.DequantChoices[k])
+	}
+	fmt.Printf("  fp8 dequant batch   all items of one program bit-identical: %v\n", p.BatchOK)
+	fmt.Printf("  int8 / w4a16        %d/%d cases bit-identical (every INT8 code, 4-bit codes with partial words, zero points packed along out, edge-case scales, BF16/F16/F32 scales, BF16/F32 out)\n", p.IntOK, p.IntCases)
 	fmt.Printf("  fp8 block quantize  %d/%d cases bit-identical (%d refused by both: NaN, -Inf, scale overflow)\n", p.QuantizeOK, p.QuantizeCases, p.QuantizeRefused)
-	fmt.Printf("  randomized SVD      %d/%d cases within 1.01x of the optimum (worst %.5fx)\n", p.SVDOK, p.SVDCases, p.SVDWorstRatio)
+	fmt.Printf("  randomized SVD      %d/%d cases within 1.01x of the optimum (worst %.5fx); same seed, same bits: %v\n", p.SVDOK, p.SVDCases, p.SVDWorstRatio, p.SVDDeterministic)
 	for _, d := range p.Details {
 		fmt.Println("   ", d)
 	}
@@ -310,7 +465,7 @@ func frob(a linalg.Matrix) float64 {
 	return math.Sqrt(s)
 }
 
-func runLora(dev *pjrtgpu.Device, rank int, dir, python, script string) (*loraBench, error) {
+func runLora(dev *pjrtgpu.Device, rank int, dir, python, script string, cpuRef bool) (*loraBench, error) {
 	lb := &loraBench{Rank: rank}
 	fmt.Printf("== LoRA extraction, rank %d, one synthetic Qwen3-32B layer\n", rank)
 	start := time.Now()
@@ -387,12 +542,32 @@ func runLora(dev *pjrtgpu.Device, rank int, dir, python, script string) (*loraBe
 		svds[i] = d
 	}
 	lb.Stats = dev.Stats()
+	// Same seed, same bits: the smallest module again.
+	again, err := dev.TruncatedSVD(deltas[1], rank, pjrtgpu.SVDOptions{})
+	if err != nil {
+		return lb, fmt.Errorf("%s again: %w", qwen3Layer[1].Name, err)
+	}
+	again.Split(true)
+	lb.Deterministic = sameSVD(again, svds[1])
 	for i := range deltas {
 		res, err := svds[i].Residual(deltas[i])
 		if err != nil {
 			return lb, err
 		}
 		lb.Modules[i].GPUError = res / frob(deltas[i])
+		if cpuRef {
+			t0 := time.Now()
+			c, err := linalg.TruncatedSVD(deltas[i], rank, linalg.SVDOptions{})
+			if err != nil {
+				return lb, fmt.Errorf("%s on the CPU: %w", qwen3Layer[i].Name, err)
+			}
+			lb.Modules[i].CPUSeconds = time.Since(t0).Seconds()
+			cres, err := c.Residual(deltas[i])
+			if err != nil {
+				return lb, err
+			}
+			lb.Modules[i].CPUError = cres / frob(deltas[i])
+		}
 	}
 	lb.GPUModelMin = lb.GPULayerS * qwen3Layers / 60
 	lb.TorchModelMin = lb.TorchLayerS * qwen3Layers / 60
@@ -409,8 +584,12 @@ func printLora(lb *loraBench) {
 		if m.Optimum > 0 {
 			ratio = fmt.Sprintf("%.5f", m.GPUError/m.Optimum)
 		}
-		fmt.Printf("  %-10s %-12s %9.3f %10.6f %6d %11.3f %10.6f %10.6f %9s\n", m.Name, fmt.Sprintf("%dx%d", m.Out, m.In),
+		fmt.Printf("  %-10s %-12s %9.3f %10.6f %6d %11.3f %10.6f %10.6f %9s", m.Name, fmt.Sprintf("%dx%d", m.Out, m.In),
 			m.GPUSeconds, m.GPUError, m.PowerIters, m.TorchSeconds, m.TorchError, m.Optimum, ratio)
+		if m.CPUError > 0 {
+			fmt.Printf("   cpu %.3fs err %.6f (gpu/cpu %.5f)", m.CPUSeconds, m.CPUError, m.GPUError/m.CPUError)
+		}
+		fmt.Println()
 	}
 	fmt.Printf("  layer: gpu %.2fs, torch %.2fs; 64 layers: gpu %.1f min, torch %.1f min", lb.GPULayerS, lb.TorchLayerS, lb.GPUModelMin, lb.TorchModelMin)
 	if lb.GPULayerS > 0 && lb.TorchLayerS > 0 {
@@ -418,9 +597,15 @@ func printLora(lb *loraBench) {
 	}
 	fmt.Println()
 	s := lb.Stats
-	fmt.Printf("  gpu time split (timed run): execute %.2fs in %d calls, upload %.2fs (%.1f GB/s), download %.2fs, host l×l algebra %.2fs, %d Cholesky-QR passes (%d shifted)\n",
+	fmt.Printf("  gpu time split (timed run): execute %.2fs in %d calls, upload %.2fs (%.1f GB/s), download %.2fs, host l×l algebra %.2fs (of which the device waited %.2fs), %d power iterations, %d stopping-rule checks, %d speculative iterations discarded, %d self-check fallbacks\n",
 		s.ExecuteTime.Seconds(), s.Executes, s.UploadTime.Seconds(), float64(s.UploadBytes)/max(s.UploadTime.Seconds(), 1e-9)/1e9,
-		s.DownTime.Seconds(), s.HostTime.Seconds(), s.OrthoPasses, s.Shifted)
+		s.DownTime.Seconds(), s.HostTime.Seconds(), s.HostWait.Seconds(), s.PowerIters, s.Checks, s.Speculative, s.SelfCheckFailures)
+	fmt.Printf("  device programs:")
+	for _, name := range slices.Sorted(maps.Keys(s.Programs)) {
+		ps := s.Programs[name]
+		fmt.Printf(" %s %d× %.1f ms;", name, ps.Executes, ps.Time.Seconds()*1e3/float64(max(ps.Executes, 1)))
+	}
+	fmt.Printf("\n  k_proj again with the same seed: bit-identical %v\n", lb.Deterministic)
 	if lb.TorchErr != "" {
 		fmt.Println("  torch baseline:", lb.TorchErr)
 	}
@@ -428,66 +613,246 @@ func printLora(lb *loraBench) {
 }
 
 // runDequant times FP8 block dequantization on device-resident data.
-func runDequant(dev *pjrtgpu.Device, rep *report) []dequantBench {
-	fmt.Println("== FP8 block dequant (BF16 scales → BF16), device-resident data")
-	var res []dequantBench
-	rng := rand.New(rand.NewPCG(5, 5))
-	for _, shape := range dequantShapes {
-		out, in := shape[0], shape[1]
-		r, c := (out+127)/128, (in+127)/128
-		codes := make([]byte, out*in)
-		for i := range codes {
-			codes[i] = byte(rng.Uint32()) &^ 0x40 // no NaN-heavy bytes; values of every sign and scale
-		}
-		scales := make([]byte, 2*r*c)
-		for i := range r * c {
-			binary.LittleEndian.PutUint16(scales[2*i:], numeric.F32ToBF16(float32(math.Exp(-8+4*rng.Float64()))))
-		}
-		mod := quant.Module{Prefix: "m", Scheme: quant.Scheme{Format: quant.FormatFP8, Type: quant.TypeFloat, Bits: 8, CodeDType: safetensors.F8E4M3,
-			Strategy: quant.StrategyBlock, BlockSize: [2]int{128, 128}, Symmetric: true},
-			Tensors: map[quant.Role]safetensors.TensorInfo{
-				quant.RoleCodes: {Name: "m.weight", DType: safetensors.F8E4M3, Shape: []uint64{uint64(out), uint64(in)}, End: uint64(out * in)},
-				quant.RoleScale: {Name: "m.weight_scale_inv", DType: safetensors.BF16, Shape: []uint64{uint64(r), uint64(c)}, End: uint64(2 * r * c)},
-			}, Out: out, In: in}
-		tensors := map[quant.Role][]byte{quant.RoleCodes: codes, quant.RoleScale: scales}
-		b := dequantBench{Shape: fmt.Sprintf("%dx%d", out, in), BytesPerCall: int64(out*in*3 + 2*r*c), CPUThreads: runtime.GOMAXPROCS(0)}
-		times, err := dev.MeasureDequantFP8(mod, tensors, safetensors.BF16, 20)
-		if err != nil {
-			rep.Failures = append(rep.Failures, "dequant bench: "+err.Error())
-			continue
-		}
-		med := median(times)
-		b.DeviceUS = med.Seconds() * 1e6
-		b.GBs = float64(b.BytesPerCall) / med.Seconds() / 1e9
-		rows := int(b.BytesPerCall / 2 / 4 / 1024) // read + write the same bytes
-		if ct, err := dev.MeasureCopy(rows, 20); err == nil {
-			b.CopyGBs = float64(rows*1024*4*2) / median(ct).Seconds() / 1e9
-			b.Ratio = b.GBs / b.CopyGBs
-		} else {
-			rep.Failures = append(rep.Failures, "copy bench: "+err.Error())
-		}
-		dst := make([]byte, 2*out*in)
-		if err := dev.Dequantize(dst, mod, tensors, safetensors.BF16); err == nil { // warm
-			t0 := time.Now()
-			if err := dev.Dequantize(dst, mod, tensors, safetensors.BF16); err == nil {
-				b.EndToEndMS = time.Since(t0).Seconds() * 1e3
-			}
-		}
-		t0 := time.Now()
-		if err := quant.DequantizeInto(dst, mod, tensors, safetensors.BF16); err == nil {
-			b.CPUMS = time.Since(t0).Seconds() * 1e3
-		}
-		res = append(res, b)
+// fp8BlockModule describes an FP8 block-128 module with BF16 scales and
+// returns it with random codes (no NaNs; every sign and magnitude) and
+// scales.
+func fp8BlockModule(name string, out, in int, rng *rand.Rand) (quant.Module, map[quant.Role][]byte) {
+	r, c := (out+127)/128, (in+127)/128
+	codes := make([]byte, out*in)
+	for i := range codes {
+		codes[i] = byte(rng.Uint32()) &^ 0x40
 	}
-	return res
+	scales := make([]byte, 2*r*c)
+	for i := range r * c {
+		binary.LittleEndian.PutUint16(scales[2*i:], numeric.F32ToBF16(float32(math.Exp(-8+4*rng.Float64()))))
+	}
+	mod := quant.Module{Prefix: name, Scheme: quant.Scheme{Format: quant.FormatFP8, Type: quant.TypeFloat, Bits: 8, CodeDType: safetensors.F8E4M3,
+		Strategy: quant.StrategyBlock, BlockSize: [2]int{128, 128}, Symmetric: true},
+		Tensors: map[quant.Role]safetensors.TensorInfo{
+			quant.RoleCodes: {Name: name + ".weight", DType: safetensors.F8E4M3, Shape: []uint64{uint64(out), uint64(in)}, End: uint64(out * in)},
+			quant.RoleScale: {Name: name + ".weight_scale_inv", DType: safetensors.BF16, Shape: []uint64{uint64(r), uint64(c)}, End: uint64(2 * r * c)},
+		}, Out: out, In: in}
+	return mod, map[quant.Role][]byte{quant.RoleCodes: codes, quant.RoleScale: scales}
 }
 
-func printDequant(res []dequantBench) {
-	fmt.Printf("  %-11s %11s %10s %10s %7s %12s %10s\n", "shape", "device µs", "GB/s", "copy GB/s", "ratio", "end-to-end", "cpu")
-	for _, b := range res {
-		fmt.Printf("  %-11s %11.1f %10.0f %10.0f %6.0f%% %10.1fms %8.1fms (%d threads)\n", b.Shape, b.DeviceUS, b.GBs, b.CopyGBs, 100*b.Ratio, b.EndToEndMS, b.CPUMS, b.CPUThreads)
+// intBenchModule returns an INT8 per-channel (packed false) or packed
+// 4-bit per-group module with random codes, BF16 scales, symmetric.
+func intBenchModule(packed bool, out, in, group int, rng *rand.Rand) (quant.Module, map[quant.Role][]byte) {
+	s := quant.Scheme{Type: quant.TypeInt, Strategy: quant.StrategyChannel, Symmetric: true}
+	cols := 1
+	if group > 0 {
+		s.Strategy, s.GroupSize, cols = quant.StrategyGroup, group, (in+group-1)/group
 	}
-	fmt.Println("  (GB/s counts codes read + scales read + BF16 written; copy reads and writes the same number of bytes; both include launch and sync)")
+	ti := func(name string, dt safetensors.DType, shape ...uint64) safetensors.TensorInfo {
+		n, _ := dt.ByteLen(shape)
+		return safetensors.TensorInfo{Name: "m." + name, DType: dt, Shape: shape, End: n}
+	}
+	t := map[quant.Role]safetensors.TensorInfo{quant.RoleScale: ti("weight_scale", safetensors.BF16, uint64(out), uint64(cols))}
+	data := map[quant.Role][]byte{}
+	if packed {
+		s.Format, s.Bits, s.CodeDType = quant.FormatCTPacked, 4, safetensors.I32
+		words := (in + 7) / 8
+		t[quant.RoleCodes] = ti("weight_packed", safetensors.I32, uint64(out), uint64(words))
+		t[quant.RoleShape] = ti("weight_shape", safetensors.I64, 2)
+		codes := make([]byte, 4*out*words)
+		for i := range codes {
+			codes[i] = byte(rng.Uint32())
+		}
+		data[quant.RoleCodes] = codes
+		shape := make([]byte, 16)
+		binary.LittleEndian.PutUint64(shape, uint64(out))
+		binary.LittleEndian.PutUint64(shape[8:], uint64(in))
+		data[quant.RoleShape] = shape
+	} else {
+		s.Format, s.Bits, s.CodeDType = quant.FormatCTInt, 8, safetensors.I8
+		t[quant.RoleCodes] = ti("weight", safetensors.I8, uint64(out), uint64(in))
+		codes := make([]byte, out*in)
+		for i := range codes {
+			codes[i] = byte(rng.Uint32())
+		}
+		data[quant.RoleCodes] = codes
+	}
+	scales := make([]byte, 2*out*cols)
+	for i := range out * cols {
+		binary.LittleEndian.PutUint16(scales[2*i:], numeric.F32ToBF16(float32(math.Exp(-8+4*rng.Float64()))))
+	}
+	data[quant.RoleScale] = scales
+	return quant.Module{Prefix: "m", Scheme: s, Tensors: t, Out: out, In: in}, data
+}
+
+// runDequant times FP8 block dequantization on device-resident data: the
+// launch overhead, a copy of the same bytes, every kernel, one layer's
+// modules batched.
+func runDequant(dev *pjrtgpu.Device, rep *report) *dequantReport {
+	const reps = 30
+	dr := &dequantReport{}
+	if lt, err := dev.MeasureLaunch(reps); err == nil {
+		dr.LaunchUS = median(lt).Seconds() * 1e6
+	} else {
+		rep.Failures = append(rep.Failures, "launch bench: "+err.Error())
+	}
+	launch := dr.LaunchUS / 1e6
+	rng := rand.New(rand.NewPCG(5, 5))
+	copyGBs := func(bytes int64) (gbs, netGBs float64, err error) {
+		rows := int(bytes / 2 / 4 / 1024) // read + write the same bytes
+		ct, err := dev.MeasureCopy(rows, reps)
+		if err != nil {
+			return 0, 0, err
+		}
+		t := median(ct).Seconds()
+		b := float64(rows * 1024 * 4 * 2)
+		return b / t / 1e9, b / max(t-launch, 1e-9) / 1e9, nil
+	}
+	for _, shape := range dequantShapes {
+		out, in := shape[0], shape[1]
+		mod, tensors := fp8BlockModule("m", out, in, rng)
+		r, c := (out+127)/128, (in+127)/128
+		bytesPerCall := int64(out*in*3 + 2*r*c)
+		cg, cgNet, err := copyGBs(bytesPerCall)
+		if err != nil {
+			rep.Failures = append(rep.Failures, "copy bench: "+err.Error())
+		}
+		for _, k := range append([]string{""}, pjrtgpu.DequantKernels...) {
+			b := dequantBench{Shape: fmt.Sprintf("%dx%d", out, in), Kernel: k, BytesPerCall: bytesPerCall, CopyGBs: cg}
+			switch {
+			case k == "":
+				b.Kernel = "auto: " + strings.Split(dev.DequantChoices()["BF16→BF16"], " ")[0]
+			case rep.Parity.DequantKernels[k] < rep.Parity.DequantCases:
+				b.Kernel += " (inexact)"
+			}
+			times, err := dev.MeasureDequantFP8(mod, tensors, safetensors.BF16, k, reps)
+			if err != nil {
+				b.Error = err.Error()
+				if !errors.Is(err, pjrtgpu.ErrUnsupported) || k == "" || k == pjrtgpu.DequantInt {
+					rep.Failures = append(rep.Failures, fmt.Sprintf("dequant bench %s %s: %v", b.Shape, b.Kernel, err))
+				}
+				dr.Shapes = append(dr.Shapes, b)
+				continue
+			}
+			med := median(times).Seconds()
+			b.DeviceUS = med * 1e6
+			b.NetUS = max(med-launch, 0) * 1e6
+			b.GBs = float64(bytesPerCall) / med / 1e9
+			if cg > 0 {
+				b.Ratio = b.GBs / cg
+				b.NetRatio = float64(bytesPerCall) / max(med-launch, 1e-9) / 1e9 / cgNet
+			}
+			if k == "" {
+				dst := make([]byte, 2*out*in)
+				if err := dev.Dequantize(dst, mod, tensors, safetensors.BF16); err == nil { // warm
+					t0 := time.Now()
+					if err := dev.Dequantize(dst, mod, tensors, safetensors.BF16); err == nil {
+						b.EndToEndMS = time.Since(t0).Seconds() * 1e3
+					}
+				}
+				t0 := time.Now()
+				if err := quant.DequantizeInto(dst, mod, tensors, safetensors.BF16); err == nil {
+					b.CPUMS = time.Since(t0).Seconds() * 1e3
+					b.CPUThreads = runtime.GOMAXPROCS(0)
+				}
+			}
+			dr.Shapes = append(dr.Shapes, b)
+		}
+	}
+	// INT8 per channel and W4A16 (4-bit, group 128) on the same shapes.
+	for _, shape := range dequantShapes {
+		out, in := shape[0], shape[1]
+		for _, ic := range []struct {
+			name   string
+			packed bool
+			group  int
+		}{{"int8 channel", false, 0}, {"w4a16 g128", true, 128}} {
+			mod, tensors := intBenchModule(ic.packed, out, in, ic.group, rng)
+			var bytesPerCall int64
+			for _, t := range tensors {
+				bytesPerCall += int64(len(t))
+			}
+			bytesPerCall += int64(2 * out * in)
+			b := dequantBench{Shape: fmt.Sprintf("%dx%d", out, in), Kernel: ic.name, BytesPerCall: bytesPerCall}
+			cg, cgNet, err := copyGBs(bytesPerCall)
+			if err == nil {
+				b.CopyGBs = cg
+			}
+			times, err := dev.MeasureDequant(mod, tensors, safetensors.BF16, reps)
+			if err != nil {
+				b.Error = err.Error()
+				rep.Failures = append(rep.Failures, fmt.Sprintf("dequant bench %s %s: %v", b.Shape, b.Kernel, err))
+				dr.Shapes = append(dr.Shapes, b)
+				continue
+			}
+			med := median(times).Seconds()
+			b.DeviceUS, b.NetUS = med*1e6, max(med-launch, 0)*1e6
+			b.GBs = float64(bytesPerCall) / med / 1e9
+			if cg > 0 {
+				b.Ratio = b.GBs / cg
+				b.NetRatio = float64(bytesPerCall) / max(med-launch, 1e-9) / 1e9 / cgNet
+			}
+			dst := make([]byte, 2*out*in)
+			if err := dev.Dequantize(dst, mod, tensors, safetensors.BF16); err == nil { // warm
+				t0 := time.Now()
+				if err := dev.Dequantize(dst, mod, tensors, safetensors.BF16); err == nil {
+					b.EndToEndMS = time.Since(t0).Seconds() * 1e3
+				}
+			}
+			t0 := time.Now()
+			if err := quant.DequantizeInto(dst, mod, tensors, safetensors.BF16); err == nil {
+				b.CPUMS = time.Since(t0).Seconds() * 1e3
+				b.CPUThreads = runtime.GOMAXPROCS(0)
+			}
+			dr.Shapes = append(dr.Shapes, b)
+		}
+	}
+	// One Qwen3-32B layer's seven modules, batched.
+	var items []pjrtgpu.DequantItem
+	for _, m := range qwen3Layer {
+		mod, tensors := fp8BlockModule(m.Name, m.Out, m.In, rng)
+		// Dst only sizes the output: the measurement downloads nothing.
+		items = append(items, pjrtgpu.DequantItem{Dst: make([]byte, 2*m.Out*m.In), Module: mod, Tensors: tensors, DType: safetensors.BF16})
+		r, c := (m.Out+127)/128, (m.In+127)/128
+		dr.BatchBytes += int64(m.Out*m.In*3 + 2*r*c)
+	}
+	dr.BatchModules = len(items)
+	batched, separate, err := dev.MeasureDequantBatch(items, reps)
+	if err != nil {
+		dr.BatchError = err.Error()
+		rep.Failures = append(rep.Failures, "dequant batch bench: "+err.Error())
+		return dr
+	}
+	dr.BatchedUS = median(batched).Seconds() * 1e6
+	dr.SeparateUS = median(separate).Seconds() * 1e6
+	dr.BatchedGBs = float64(dr.BatchBytes) / median(batched).Seconds() / 1e9
+	dr.BatchCopyGBs, _, _ = copyGBs(dr.BatchBytes)
+	return dr
+}
+
+func printDequant(dr *dequantReport) {
+	if dr == nil {
+		return
+	}
+	fmt.Println("== dequant to BF16 on device-resident data: FP8 block 128 (BF16 scales) with each kernel, INT8 per channel, W4A16 group 128")
+	fmt.Printf("  launch + wait of an empty program: %.1f µs (included in every time below; \"net\" columns subtract it from both the dequant and the copy)\n", dr.LaunchUS)
+	fmt.Printf("  %-11s %-16s %10s %10s %8s %10s %7s %9s %11s %14s\n", "shape", "kernel", "device µs", "net µs", "GB/s", "copy GB/s", "ratio", "net ratio", "end-to-end", "cpu")
+	for _, b := range dr.Shapes {
+		if b.Error != "" {
+			fmt.Printf("  %-11s %-16s failed: %s\n", b.Shape, b.Kernel, b.Error)
+			continue
+		}
+		e2e, cpu := "", ""
+		if b.EndToEndMS > 0 {
+			e2e = fmt.Sprintf("%.1fms", b.EndToEndMS)
+		}
+		if b.CPUMS > 0 {
+			cpu = fmt.Sprintf("%.1fms (%d thr)", b.CPUMS, b.CPUThreads)
+		}
+		fmt.Printf("  %-11s %-16s %10.1f %10.1f %8.0f %10.0f %6.0f%% %8.0f%% %11s %14s\n", b.Shape, b.Kernel, b.DeviceUS, b.NetUS, b.GBs, b.CopyGBs, 100*b.Ratio, 100*b.NetRatio, e2e, cpu)
+	}
+	fmt.Println("  (GB/s counts codes read + scales read + BF16 written; the copy reads and writes the same number of bytes; target for FP8 ≥ 80 %)")
+	if dr.BatchError == "" {
+		fmt.Printf("  one layer's %d modules (%.0f MB): one program %.1f µs (%.0f GB/s; copy %.0f GB/s), seven programs %.1f µs\n",
+			dr.BatchModules, float64(dr.BatchBytes)/1e6, dr.BatchedUS, dr.BatchedGBs, dr.BatchCopyGBs, dr.SeparateUS)
+	} else {
+		fmt.Println("  batch:", dr.BatchError)
+	}
 }
 
 func median(d []time.Duration) time.Duration {
