@@ -67,3 +67,51 @@ func (c *chunkCache) put(id ID, data []byte) {
 		c.size -= int64(len(ent.data))
 	}
 }
+
+// layoutCache keeps the layouts of recently opened files (with a read cache, that
+// is in `heft serve`), so a server answering many range requests on one file loads
+// its file and tensor objects once: opening a 150-tensor shard costs milliseconds.
+// Layouts never change (file objects are immutable); a location gc has since moved
+// is followed through the index by readLocated.
+type layoutCache struct {
+	mu      sync.Mutex
+	entries map[ID]*fileLayoutEntry // +checklocks:mu
+}
+
+type fileLayoutEntry struct {
+	size   int64
+	layout []placedChunk
+	locs   map[ID]Location
+}
+
+// maxLayouts bounds layoutCache; past it the cache starts over.
+const maxLayouts = 4096
+
+func newLayoutCache(enabled bool) *layoutCache {
+	if !enabled {
+		return nil
+	}
+	return &layoutCache{entries: map[ID]*fileLayoutEntry{}}
+}
+
+func (c *layoutCache) get(id ID) (*fileLayoutEntry, bool) {
+	if c == nil {
+		return nil, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[id]
+	return e, ok
+}
+
+func (c *layoutCache) put(id ID, e *fileLayoutEntry) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) >= maxLayouts {
+		c.entries = map[ID]*fileLayoutEntry{}
+	}
+	c.entries[id] = e
+}

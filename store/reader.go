@@ -41,6 +41,9 @@ func (r *FileReader) readAhead() int { return min(4, r.s.opts.Workers) }
 
 // OpenFile opens a file object for reading.
 func (s *Store) OpenFile(id ID) (*FileReader, error) {
+	if l, ok := s.layouts.get(id); ok {
+		return &FileReader{s: s, size: l.size, layout: l.layout, locs: l.locs, cacheAt: -1, last: -1, ahead: map[int]*decoding{}}, nil
+	}
 	f, err := s.LoadFile(id)
 	if err != nil {
 		return nil, err
@@ -53,6 +56,7 @@ func (s *Store) OpenFile(id ID) (*FileReader, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.layouts.put(id, &fileLayoutEntry{size: int64(f.Size), layout: layout, locs: locs})
 	return &FileReader{s: s, size: int64(f.Size), layout: layout, locs: locs, cacheAt: -1, last: -1, ahead: map[int]*decoding{}}, nil
 }
 

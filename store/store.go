@@ -80,8 +80,10 @@ type Store struct {
 	dir  string
 	opts Options
 	idx  *index
-	// readCache holds decoded pieces for FileReaders (nil: no cache).
+	// readCache holds decoded pieces for FileReaders (nil: no cache), layouts
+	// the layouts of opened files (nil: none); both only with ReadCacheBytes.
 	readCache *chunkCache
+	layouts   *layoutCache
 
 	skipCheck bool // see SkipCleanupCheck
 
@@ -107,7 +109,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dir: abs, opts: opts, packFiles: map[ID]*os.File{}, packMaps: map[ID][]byte{}, readCache: newChunkCache(opts.ReadCacheBytes)}
+	s := &Store{dir: abs, opts: opts, packFiles: map[ID]*os.File{}, packMaps: map[ID][]byte{}, readCache: newChunkCache(opts.ReadCacheBytes), layouts: newLayoutCache(opts.ReadCacheBytes > 0)}
 	s.idx = &index{path: filepath.Join(abs, "index.db"), timeout: opts.LockTimeout}
 	cfgPath := filepath.Join(abs, "config")
 	data, err := os.ReadFile(cfgPath)
