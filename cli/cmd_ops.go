@@ -99,13 +99,7 @@ func cmdDequant() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if e.json {
-				return e.printJSON(res)
-			}
-			fmt.Fprintf(e.stdout, "%s %s\n", res.Commit, res.Ref)
-			fmt.Fprintf(e.stdout, "dequantized %d weights of a %s model; %d tensors kept, %d dropped, in %.1fs\n",
-				res.Modules, res.Format, res.Kept, res.Dropped, time.Since(start).Seconds())
-			return nil
+			return e.reportOp(res, res.Commit, res.Ref, start, "dequantized %d weights of a %s model; %d tensors kept, %d dropped", res.Modules, res.Format, res.Kept, res.Dropped)
 		}),
 	}
 }
@@ -142,12 +136,7 @@ func cmdQuantize() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if e.json {
-				return e.printJSON(res)
-			}
-			fmt.Fprintf(e.stdout, "%s %s\n", res.Commit, res.Ref)
-			fmt.Fprintf(e.stdout, "%s; %d tensors copied, in %.1fs\n", res.Scheme, res.Copied, time.Since(start).Seconds())
-			return nil
+			return e.reportOp(res, res.Commit, res.Ref, start, "%s; %d tensors copied", res.Scheme, res.Copied)
 		}),
 	}
 }
@@ -273,12 +262,10 @@ func cmdLora() *cli.Command {
 					if err != nil {
 						return err
 					}
-					if e.json {
-						return e.printJSON(res)
+					if err := e.reportOp(res, res.Commit, res.Ref, start, "method %s, rank %d, %d modules, relative error mean %.4f, max %.4f",
+						res.Method, res.Rank, len(res.Modules), res.MeanRelError, res.MaxRelError); err != nil || e.json {
+						return err
 					}
-					fmt.Fprintf(e.stdout, "%s %s\n", res.Commit, res.Ref)
-					fmt.Fprintf(e.stdout, "method %s, rank %d, %d modules in %.1fs: relative error mean %.4f, max %.4f\n",
-						res.Method, res.Rank, len(res.Modules), time.Since(start).Seconds(), res.MeanRelError, res.MaxRelError)
 					if len(res.Excluded) > 0 {
 						fmt.Fprintf(e.stdout, "left out (vLLM takes no LoRA on them): %d tensors carrying %.2f%% of the delta energy\n", len(res.Excluded), 100*res.ExcludedEnergyShare)
 						rows := [][]string{}
@@ -314,12 +301,7 @@ func cmdLora() *cli.Command {
 					if err != nil {
 						return err
 					}
-					if e.json {
-						return e.printJSON(res)
-					}
-					fmt.Fprintf(e.stdout, "%s %s\n", res.Commit, res.Ref)
-					fmt.Fprintf(e.stdout, "merged %d modules (%d quantized weights dequantized) in %.1fs\n", res.Merged, res.Dequantized, time.Since(start).Seconds())
-					return nil
+					return e.reportOp(res, res.Commit, res.Ref, start, "merged %d modules (%d quantized weights dequantized)", res.Merged, res.Dequantized)
 				}),
 			},
 		},
@@ -406,4 +388,15 @@ func fmtFloats(v []float64) string {
 		s[i] = fmt.Sprintf("%.3f", x)
 	}
 	return "[" + strings.Join(s, " ") + "]"
+}
+
+// reportOp prints an op's result: the JSON document, or the new commit and ref and
+// a one-line summary with the time taken.
+func (e *env) reportOp(res any, commit, ref string, start time.Time, format string, args ...any) error {
+	if e.json {
+		return e.printJSON(res)
+	}
+	fmt.Fprintf(e.stdout, "%s %s\n", commit, ref)
+	fmt.Fprintf(e.stdout, format+", in %.1fs\n", append(args, time.Since(start).Seconds())...)
+	return nil
 }
