@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"os"
@@ -283,6 +284,9 @@ func (s *Store) UpdateRefs(updates []RefUpdate, message string) error {
 		}
 	}
 	if err := fsutil.WriteFileAtomic(s.refsPath(), encodeRefs(refs)); err != nil {
+		if errors.Is(err, fsutil.ErrNotDurable) {
+			return fmt.Errorf("write refs: the refs changed, but a crash now could undo it: %w", err)
+		}
 		return fmt.Errorf("write refs: %w", err)
 	}
 	failpoint.Hit(failpoint.RefAfterUpdate)

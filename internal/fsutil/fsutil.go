@@ -4,6 +4,7 @@ package fsutil
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -27,6 +28,10 @@ func SyncDir(dir string) error {
 	}
 	return errors.Join(err, d.Close())
 }
+
+// ErrNotDurable marks a write that is visible (renamed into place) but whose
+// directory could not be fsynced, so it may not survive a crash.
+var ErrNotDurable = errors.New("written, but its durability could not be confirmed")
 
 // WriteFileAtomic publishes data at path the one safe way: a temp file in the same
 // directory, write, fsync, close, rename, fsync the directory. Readers see the old
@@ -74,8 +79,13 @@ func WriteFileAtomicPerm(path string, data []byte, perm os.FileMode) (err error)
 	if err = os.Rename(tmp, path); err != nil {
 		return err
 	}
+	// From here on the new content is visible: a failure only leaves its
+	// survival across a crash unknown.
 	if err = failpoint.Fault(failpoint.FaultDirSync); err != nil {
-		return &os.PathError{Op: "fsync", Path: dir, Err: err}
+		return fmt.Errorf("%w: %w", ErrNotDurable, &os.PathError{Op: "fsync", Path: dir, Err: err})
 	}
-	return SyncDir(dir)
+	if err = SyncDir(dir); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotDurable, err)
+	}
+	return nil
 }
