@@ -78,7 +78,7 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (*GCResult, error) {
 	if opts.RepackThreshold == 0 {
 		opts.RepackThreshold = 0.5
 	}
-	lock, err := lockFile(filepath.Join(s.dir, "locks", "gc.lock"), true, s.opts.LockTimeout, "imports are running")
+	lock, err := s.exclusiveLock()
 	if err != nil {
 		return nil, err
 	}

@@ -563,10 +563,3 @@ func (s *Store) importBlob(sess *session, f fileInput, obj *File, hasher *fileHa
 	}
 	return nil
 }
-
-// writerLock is taken (shared) by every operation that adds objects; gc takes it
-// exclusively. It closes the race where an import reuses a chunk that gc has just
-// decided is garbage: while any writer runs, gc waits.
-func (s *Store) writerLock() (*fileLock, error) {
-	return lockFile(filepath.Join(s.dir, "locks", "gc.lock"), false, s.opts.LockTimeout, "gc is running")
-}

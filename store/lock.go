@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -51,4 +52,36 @@ func (l *fileLock) Unlock() {
 	_ = unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
 	_ = l.f.Close()
 	l.f = nil
+}
+
+// The gc lock: writers hold locks/gc.lock shared for their whole run, gc and
+// repair hold it exclusively. flock has no fairness, so with writers overlapping one
+// another an exclusive locker could wait forever; a turnstile (locks/gc.turnstile)
+// gives it its turn: the exclusive locker holds the turnstile while it waits for the
+// writers in flight to finish, and a new writer passes the turnstile (shared, for
+// an instant) before taking its shared lock, so it queues behind a waiting gc.
+
+func (s *Store) lockPath(name string) string { return filepath.Join(s.dir, "locks", name) }
+
+// writerLock is taken (shared) by every operation that adds objects; gc takes it
+// exclusively. It closes the race where an import reuses a chunk that gc has just
+// decided is garbage: while any writer runs, gc waits.
+func (s *Store) writerLock() (*fileLock, error) {
+	turn, err := lockFile(s.lockPath("gc.turnstile"), false, s.opts.LockTimeout, "gc is waiting to run")
+	if err != nil {
+		return nil, err
+	}
+	turn.Unlock()
+	return lockFile(s.lockPath("gc.lock"), false, s.opts.LockTimeout, "gc is running")
+}
+
+// exclusiveLock takes the gc lock exclusively (gc, repair), holding the turnstile
+// while it waits so that new writers queue behind it.
+func (s *Store) exclusiveLock() (*fileLock, error) {
+	turn, err := lockFile(s.lockPath("gc.turnstile"), true, s.opts.LockTimeout, "another gc or repair is waiting")
+	if err != nil {
+		return nil, err
+	}
+	defer turn.Unlock()
+	return lockFile(s.lockPath("gc.lock"), true, s.opts.LockTimeout, "imports are running")
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -25,7 +24,7 @@ type RepairResult struct {
 // Entries of a pack whose trailer is damaged are recovered from the per-entry headers
 // up to the first damaged one; such packs are reported.
 func (s *Store) RepairIndex() (*RepairResult, error) {
-	lock, err := lockFile(filepath.Join(s.dir, "locks", "gc.lock"), true, s.opts.LockTimeout, "imports are running")
+	lock, err := s.exclusiveLock()
 	if err != nil {
 		return nil, err
 	}
