@@ -108,10 +108,13 @@ type Stats struct {
 	HostTime   time.Duration `json:"host_ns"`
 	HostWait   time.Duration `json:"host_wait_ns"`
 	PowerIters int           `json:"power_iters"`
-	// Checks counts the stopping-rule eigenproblems, Speculative the power
-	// iterations the device ran ahead of the stopping rule and discarded.
-	Checks      int `json:"checks"`
-	Speculative int `json:"speculative_iters"`
+	// Checks counts the stopping-rule eigenproblems started, ChecksCancelled
+	// those of them skipped because the rule had stopped before their
+	// iteration, Speculative the power iterations the device ran ahead of
+	// the stopping rule and discarded.
+	Checks          int `json:"checks"`
+	ChecksCancelled int `json:"checks_cancelled"`
+	Speculative     int `json:"speculative_iters"`
 	// SelfCheckFailures counts decompositions whose factors failed the
 	// orthogonality self-check and went to the CPU instead.
 	SelfCheckFailures int `json:"self_check_failures"`

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -43,6 +44,8 @@ type Device struct {
 
 	dqMu sync.Mutex // guards dq; held while a kernel is probed
 	dq   map[string]*dqChoice
+	// dqPack: FP8 dequantization to BF16 stores u32 pairs (fp8Shape.pack).
+	dqPack atomic.Bool
 }
 
 type sketchEntry struct {
@@ -168,6 +171,7 @@ func open(path string, frac float64, opts Options, rep *Report) (*Device, error)
 		return nil, errors.New("the client has no addressable device")
 	}
 	d := &Device{plugin: plugin, client: client, cache: map[string]*pjrt.LoadedExecutable{}, names: map[*pjrt.LoadedExecutable]string{}, dq: map[string]*dqChoice{}}
+	d.dqPack.Store(os.Getenv("HEFT_PJRT_DEQUANT_PACK") == "1")
 	d.name = rep.Platform
 	switch {
 	case len(rep.GPUs) > 0:

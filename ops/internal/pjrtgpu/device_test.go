@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -249,6 +250,61 @@ func TestTruncatedSVDUnsupported(t *testing.T) {
 	for _, s := range res.S {
 		if s != 0 {
 			t.Fatalf("zero matrix: S = %v", res.S)
+		}
+	}
+}
+
+// TestDequantPack: BF16 outputs stored as u32 pairs give the same bytes,
+// with every kernel and in a batch (odd column counts keep u16 stores).
+func TestDequantPack(t *testing.T) {
+	d := testDevice(t)
+	d.SetDequantPack(true)
+	defer d.SetDequantPack(false)
+	cases := DequantCases(3)
+	packed := 0
+	for _, k := range DequantKernels {
+		for _, c := range cases {
+			n, first, err := CheckDequantKernel(d, c, k)
+			if err != nil {
+				t.Fatalf("%s: %s: %v", k, c.Name, err)
+			}
+			if n > 0 && k != DequantF32 {
+				t.Errorf("%s: %s: %d elements differ; first %s", k, c.Name, n, first)
+			}
+			if k == DequantInt && c.DType == safetensors.BF16 && c.Module.In%2 == 0 {
+				packed++
+			}
+		}
+	}
+	if packed == 0 {
+		t.Error("no case with a packed output")
+	}
+	prog, err := progDequantFP8Batch([]fp8Shape{{out: 4, in: 6, bh: 2, bw: 2, sd: safetensors.BF16, dtype: safetensors.BF16, kernel: DequantInt, pack: true}})
+	if err != nil || !strings.Contains(string(prog), "tensor<4x3xui32>") {
+		t.Errorf("packed program: %v\n%s", err, prog)
+	}
+	for _, c := range cases {
+		if n, first, err := CheckDequant(d, c); err != nil || n > 0 {
+			t.Errorf("%s: %d elements differ (first %s), %v", c.Name, n, first, err)
+		}
+	}
+	var items []DequantItem
+	var want [][]byte
+	for _, c := range cases[:8] {
+		n := c.Module.Out * c.Module.In * c.DType.BitSize() / 8
+		w := make([]byte, n)
+		if err := quant.DequantizeInto(w, c.Module, c.Tensors, c.DType); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, w)
+		items = append(items, DequantItem{Dst: make([]byte, n), Module: c.Module, Tensors: c.Tensors, DType: c.DType})
+	}
+	if err := d.DequantizeBatch(items); err != nil {
+		t.Fatal(err)
+	}
+	for i, it := range items {
+		if bad, first := compareDequant(cases[i], it.Dst, want[i]); bad > 0 {
+			t.Errorf("batch %s: %d elements differ; first %s", cases[i].Name, bad, first)
 		}
 	}
 }

@@ -198,13 +198,21 @@ func (d *Device) dequantResident(p *fp8Plan, codes, scale *pjrt.Buffer, kernel s
 	if !slices.Contains(DequantKernels, kernel) {
 		return nil, fmt.Errorf("pjrtgpu: no dequantization kernel %q", kernel)
 	}
-	key := fmt.Sprintf("dequant_fp8/%s/%dx%d/%dx%d/%s/%s", kernel, p.out, p.in, p.bh, p.bw, p.sd, p.dtype)
-	e, err := d.exe(key, func() ([]byte, error) { return progDequantFP8(p.out, p.in, p.bh, p.bw, p.sd, p.dtype, kernel) })
+	s := fp8Shape{out: p.out, in: p.in, bh: p.bh, bw: p.bw, sd: p.sd, dtype: p.dtype, kernel: kernel, pack: d.dqPack.Load()}
+	key := fmt.Sprintf("dequant_fp8/%s/%dx%d/%dx%d/%s/%s/%v", kernel, p.out, p.in, p.bh, p.bw, p.sd, p.dtype, s.pack)
+	e, err := d.exe(key, func() ([]byte, error) { return progDequantFP8Batch([]fp8Shape{s}) })
 	if err != nil {
 		return nil, err
 	}
 	return d.run1(e, codes, scale)
 }
+
+// SetDequantPack chooses how FP8 dequantization to BF16 stores its output
+// (programs compiled from then on): on, as u32 words of two BF16 values
+// (four-byte stores; the same bytes), off as u16 values, the default
+// unless HEFT_PJRT_DEQUANT_PACK=1. Both are bit-identical to the CPU; it is
+// a benchmark hook, to measure which one the device runs faster.
+func (d *Device) SetDequantPack(on bool) { d.dqPack.Store(on) }
 
 // QuantizeFP8Block quantizes one dense weight with an fp8-block scheme:
 // the same tensors and bytes as quant.QuantizeWeight(qs, weight, data).
@@ -416,9 +424,10 @@ func (d *Device) uploadBatch(plans []*fp8Plan) ([]*pjrt.Buffer, error) {
 
 func (d *Device) dequantBatchResident(plans []*fp8Plan, kernels []string, bufs []*pjrt.Buffer) ([]*pjrt.Buffer, error) {
 	shapes := make([]fp8Shape, len(plans))
-	key := "dequant_fp8_batch"
+	pack := d.dqPack.Load()
+	key := fmt.Sprintf("dequant_fp8_batch/%v", pack)
 	for i, p := range plans {
-		shapes[i] = fp8Shape{p.out, p.in, p.bh, p.bw, p.sd, p.dtype, kernels[i]}
+		shapes[i] = fp8Shape{out: p.out, in: p.in, bh: p.bh, bw: p.bw, sd: p.sd, dtype: p.dtype, kernel: kernels[i], pack: pack}
 		key += fmt.Sprintf("/%s:%dx%d:%dx%d:%s:%s", kernels[i], p.out, p.in, p.bh, p.bw, p.sd, p.dtype)
 	}
 	e, err := d.exe(key, func() ([]byte, error) { return progDequantFP8Batch(shapes) })

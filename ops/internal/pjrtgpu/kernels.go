@@ -413,7 +413,7 @@ func (g *graph) weightInput(wd safetensors.DType, out, in int) (bits, val *value
 //   - DequantInt: integer decode of the codes into float64 bits, float64
 //     product, rounding to float32 by integer arithmetic.
 func progDequantFP8(out, in, bh, bw int, sd, dtype safetensors.DType, kernel string) ([]byte, error) {
-	return progDequantFP8Batch([]fp8Shape{{out, in, bh, bw, sd, dtype, kernel}})
+	return progDequantFP8Batch([]fp8Shape{{out: out, in: in, bh: bh, bw: bw, sd: sd, dtype: dtype, kernel: kernel}})
 }
 
 // fp8Shape is one dequantization of a batch program.
@@ -421,6 +421,12 @@ type fp8Shape struct {
 	out, in, bh, bw int
 	sd, dtype       safetensors.DType
 	kernel          string
+	// pack writes a BF16 output with an even number of columns (and an
+	// even block width) as u32 words [out, in/2], two BF16 values each (the
+	// even column in the low half): the same bytes as [out, in] u16 on a
+	// little-endian device, stored four bytes at a time (see packs and
+	// Device.SetDequantPack).
+	pack bool
 }
 
 // progDequantFP8Batch dequantizes several modules in one program (inputs
@@ -440,7 +446,11 @@ func progDequantFP8Batch(shapes []fp8Shape) ([]byte, error) {
 	}
 	var dims [][2]int
 	for _, s := range shapes {
-		if d := [2]int{s.out, s.in}; s.kernel != DequantInt && !slices.Contains(dims, d) {
+		d := [2]int{s.out, s.in}
+		if s.packs() {
+			d[1] /= 2
+		}
+		if s.kernel != DequantInt && !slices.Contains(dims, d) {
 			dims = append(dims, d)
 		}
 	}
@@ -452,21 +462,47 @@ func (g *graph) dequantFP8(i int, s fp8Shape) *value {
 	r, c := cdiv(s.out, s.bh), cdiv(s.in, s.bw)
 	codes := g.input(fmt.Sprintf("codes%d", i), dtypes.Uint8, s.out, s.in)
 	scaleName := fmt.Sprintf("scale%d", i)
-	var bits *value // float32 bits of code × scale
+	var scale *value // the [r, c] scales as the kernel multiplies them
 	switch s.kernel {
 	case DequantF32:
-		a := g.convert(g.bitcast(codes, dtypes.Int8), dtypes.Float32) // Int8 is patched to f8E4M3FN
-		bits = g.bitcast(g.bin(stablehlo.Multiply, a, g.blockGrid(g.scaleF32(scaleName, s.sd, r, c), s.out, s.in, s.bh, s.bw)), dtypes.Uint32)
+		scale = g.scaleF32(scaleName, s.sd, r, c)
 	case DequantF64:
-		a := g.convert(g.bitcast(codes, dtypes.Int8), dtypes.Float64)
-		bits = g.f64ToF32BitsFast(g.bin(stablehlo.Multiply, a, g.blockGrid(g.materialize(g.scaleF64(scaleName, s.sd, r, c)), s.out, s.in, s.bh, s.bw)))
+		scale = g.materialize(g.scaleF64(scaleName, s.sd, r, c))
 	case DequantInt:
-		q := g.decodeE4M3(g.convert(codes, dtypes.Uint64))
-		bits = g.f64ToF32Bits(g.bin(stablehlo.Multiply, q, g.blockGrid(g.scaleInput(scaleName, s.sd, r, c), s.out, s.in, s.bh, s.bw)))
+		scale = g.scaleInput(scaleName, s.sd, r, c)
 	default:
 		g.err = fmt.Errorf("pjrtgpu: dequant kernel %q", s.kernel)
 		return nil
 	}
+	// f32Bits returns the float32 bits of code × scale for codes [out, in]
+	// whose scale blocks are bw columns wide.
+	f32Bits := func(codes *value, in, bw int) *value {
+		grid := g.blockGrid(scale, s.out, in, s.bh, bw)
+		switch s.kernel {
+		case DequantF32:
+			a := g.convert(g.bitcast(codes, dtypes.Int8), dtypes.Float32) // Int8 is patched to f8E4M3FN
+			return g.bitcast(g.bin(stablehlo.Multiply, a, grid), dtypes.Uint32)
+		case DequantF64:
+			a := g.convert(g.bitcast(codes, dtypes.Int8), dtypes.Float64)
+			return g.f64ToF32BitsFast(g.bin(stablehlo.Multiply, a, grid))
+		default:
+			q := g.decodeE4M3(g.convert(codes, dtypes.Uint64))
+			return g.f64ToF32Bits(g.bin(stablehlo.Multiply, q, grid))
+		}
+	}
+	if s.packs() {
+		// Even and odd columns separately (both in the same scale block,
+		// bw being even), each a plain elementwise chain over [out, in/2].
+		even := g.keep(stablehlo.Slice(codes, []int{0, 0}, []int{s.out, s.in}, []int{1, 2}))
+		odd := g.keep(stablehlo.Slice(codes, []int{0, 1}, []int{s.out, s.in}, []int{1, 2}))
+		if !g.ok(even, odd) {
+			return nil
+		}
+		lo := g.toBF16Bits(f32Bits(even, s.in/2, s.bw/2))
+		hi := g.toBF16Bits(f32Bits(odd, s.in/2, s.bw/2))
+		return g.orV(lo, g.shl(hi, uint32(16)))
+	}
+	bits := f32Bits(codes, s.in, s.bw)
 	switch s.dtype {
 	case safetensors.F32:
 		return g.bitcast(bits, dtypes.Float32)
@@ -475,6 +511,12 @@ func (g *graph) dequantFP8(i int, s fp8Shape) *value {
 	}
 	g.err = fmt.Errorf("pjrtgpu: dequant output dtype %s", s.dtype)
 	return nil
+}
+
+// packs says whether the output is stored as u32 pairs: s.pack, a BF16
+// output, and an even number of columns and block width.
+func (s fp8Shape) packs() bool {
+	return s.pack && s.dtype == safetensors.BF16 && s.in%2 == 0 && s.bw%2 == 0
 }
 
 // patchF8 turns the program's int8 tensor types, [out, in] for each of

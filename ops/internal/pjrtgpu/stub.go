@@ -67,6 +67,9 @@ func (d *Device) FailedPrograms() []string { return nil }
 // DequantChoices reports nothing: there is no device in this build.
 func (d *Device) DequantChoices() map[string]string { return nil }
 
+// SetDequantPack does nothing: there is no device in this build.
+func (d *Device) SetDequantPack(bool) {}
+
 // QuantizeFP8Block fails: there is no device in this build.
 func (d *Device) QuantizeFP8Block(quant.QuantizeScheme, safetensors.TensorInfo, []byte) ([]quant.QuantizedTensor, error) {
 	return nil, unavailable()

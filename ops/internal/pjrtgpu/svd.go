@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gomlx/compute/dtypes"
@@ -59,7 +60,10 @@ func svdParams(o linalg.SVDOptions, rank int) (p, qMin, qMax int, tol float64) {
 // host (5 to 20 ms for l = 320, by the number of cores) while an iteration
 // takes the device a few milliseconds, so the device computes the next iterations while the host
 // decides, and several decisions run at once on the host's cores.
-// Iterations past the stopping point are discarded.
+// Iterations past the stopping point are discarded, and their checks
+// cancelled: one not yet started skips its work, one under way finishes in
+// the background without forming its eigenvectors, and the decomposition
+// returns without waiting for either.
 const svdSpeculate = 3
 
 // svdChecks is how many stopping-rule checks run at once. Each splits its
@@ -200,6 +204,9 @@ func (d *Device) TruncatedSVD(a linalg.Matrix, rank int, opts SVDOptions) (linal
 		d.addStats(func(s *Stats) { s.HostWait += wait })
 	}
 	final := iters[decided]
+	for _, it := range iters[decided+1:] {
+		it.cancel.Store(true)
+	}
 	d.addStats(func(s *Stats) {
 		s.PowerIters += decided
 		s.Speculative += len(iters) - 1 - decided
@@ -233,12 +240,11 @@ func (d *Device) TruncatedSVD(a linalg.Matrix, rank int, opts SVDOptions) (linal
 	}
 	if eig == nil {
 		start := time.Now()
-		eig, err = eigenSym(final.h, l, true)
+		eig, err = eigenSym(final.h, l, false)
 		r.hostTime(start)
 		if err != nil {
 			return linalg.SVD{}, err
 		}
-		r.track(eig)
 	}
 	res, err := r.finish(final.qt, b, eig)
 	if err != nil {
@@ -256,23 +262,22 @@ type svdRun struct {
 	a, aop     *pjrt.Buffer // A, and the operand of the power iterations
 	frob2      float64
 	bufs       map[*pjrt.Buffer]bool // owned, destroyed by free
-	checks     sync.WaitGroup
-	checkSem   chan struct{} // at most svdChecks checks at once (see there)
-	eigs       []*symEig
-	eigMu      sync.Mutex
+	checkSem   chan struct{}         // at most svdChecks checks at once (see there)
+	stop       atomic.Bool           // set by free: checks not started skip their work
 }
 
 // svdIter is one power iteration's state: the basis Qᵀ [l, m] and
 // Zᵀ = Qᵀ·A [l, n] on the device, the Gram matrix Zᵀ·Z on the host, and
 // the stopping rule's check of it once started.
 type svdIter struct {
-	q     int
-	qt, z *pjrt.Buffer
-	h     []float64
-	done  chan struct{} // closed when the check is done
-	eig   *symEig
-	e2    float64 // ‖A‖² − Σ_{i≤k} λ_i
-	err   error
+	q      int
+	qt, z  *pjrt.Buffer
+	h      []float64
+	done   chan struct{} // closed when the check is done
+	cancel atomic.Bool   // the rule stopped before this iteration: skip its check
+	eig    *symEig
+	e2     float64 // ‖A‖² − Σ_{i≤k} λ_i
+	err    error
 }
 
 func (it *svdIter) checked() bool {
@@ -298,15 +303,12 @@ func (r *svdRun) release(bs ...*pjrt.Buffer) {
 	}
 }
 
-// free destroys the buffers, after the host checks have finished (they
-// read no device memory, but no goroutine outlives the decomposition).
+// free destroys the buffers. It does not wait for the host checks: they
+// read no device memory, only their iteration's Gram matrix, and every
+// check the result needed has finished; the speculative ones left are
+// cancelled (see svdSpeculate).
 func (r *svdRun) free() {
-	r.checks.Wait()
-	r.eigMu.Lock()
-	for _, e := range r.eigs {
-		e.settle()
-	}
-	r.eigMu.Unlock()
+	r.stop.Store(true)
 	for b := range r.bufs {
 		destroy(b)
 	}
@@ -441,31 +443,38 @@ func (r *svdRun) gram(b *pjrt.Buffer) ([]float64, error) {
 // iteration the rule may stop at.
 func (r *svdRun) startCheck(it *svdIter, prepare bool) {
 	it.done = make(chan struct{})
-	r.checks.Add(1)
 	r.d.addStats(func(s *Stats) { s.Checks++ })
 	go func() {
-		defer r.checks.Done()
 		defer close(it.done)
+		if it.cancel.Load() || r.stop.Load() {
+			it.err = errCheckCancelled
+			r.d.addStats(func(s *Stats) { s.ChecksCancelled++ })
+			return
+		}
 		r.checkSem <- struct{}{}
 		defer func() { <-r.checkSem }()
+		if it.cancel.Load() || r.stop.Load() {
+			it.err = errCheckCancelled
+			r.d.addStats(func(s *Stats) { s.ChecksCancelled++ })
+			return
+		}
 		start := time.Now()
-		eig, err := eigenSym(it.h, r.l, prepare)
+		eig, err := eigenSym(it.h, r.l, false)
 		if err == nil {
 			it.e2 = r.frob2 - eig.topEnergy(r.k)
 			it.eig = eig
-			r.track(eig)
+			if prepare && !it.cancel.Load() && !r.stop.Load() {
+				go eig.formQ()
+			}
 		}
 		it.err = err
 		r.hostTime(start)
 	}()
 }
 
-// track keeps eig for free, which waits for its background work.
-func (r *svdRun) track(eig *symEig) {
-	r.eigMu.Lock()
-	r.eigs = append(r.eigs, eig)
-	r.eigMu.Unlock()
-}
+// errCheckCancelled is the error of a check skipped because the stopping
+// rule stopped before its iteration (never returned: nothing reads it).
+var errCheckCancelled = errors.New("pjrtgpu: stopping-rule check cancelled")
 
 // finish computes the factors from the final basis Qᵀ, B = Qᵀ·A and the
 // eigendecomposition of B·Bᵀ, as linalg: W = Ubᵀ·B, σ_i = ‖W_i‖, components

@@ -79,6 +79,10 @@ var qwen3Layer = []struct {
 
 const qwen3Layers = 64
 
+// loraInFlight is how many modules the pipelined LoRA run decomposes at
+// once.
+const loraInFlight = 2
+
 // dequantShapes are q_proj's and gate_proj's.
 var dequantShapes = [][2]int{{8192, 5120}, {25600, 5120}}
 
@@ -98,9 +102,13 @@ type parity struct {
 	// DequantKernels counts, per kernel, the cases bit-identical to the
 	// CPU; DequantChoices is the kernel each (scale, output) dtype pair
 	// uses after the probes, and why faster ones were passed over.
-	DequantKernels            map[string]int
-	DequantChoices            map[string]string
-	BatchOK                   bool
+	DequantKernels map[string]int
+	DequantChoices map[string]string
+	BatchOK        bool
+	// PackCases and PackOK: every FP8 case with every exact kernel and the
+	// device's choice again with BF16 outputs stored as u32 pairs
+	// (Device.SetDequantPack), and a batch.
+	PackCases, PackOK         int
 	IntCases, IntOK           int // INT8 and packed 4-bit
 	QuantizeCases, QuantizeOK int
 	QuantizeRefused           int
@@ -127,17 +135,25 @@ type loraModule struct {
 }
 
 type loraBench struct {
-	Rank          int             `json:"rank"`
-	Modules       []loraModule    `json:"modules"`
-	GPULayerS     float64         `json:"gpu_layer_s"`
-	TorchLayerS   float64         `json:"torch_layer_s"`
-	GPUModelMin   float64         `json:"gpu_64_layers_min"`
-	TorchModelMin float64         `json:"torch_64_layers_min"`
-	CompileS      float64         `json:"warmup_compile_s"`
-	Stats         pjrtgpu.Stats   `json:"timed_run_stats"`
-	Deterministic bool            `json:"deterministic"` // a second run of k_proj gave the same bits
-	Torch         json.RawMessage `json:"torch,omitempty"`
-	TorchErr      string          `json:"torch_error,omitempty"`
+	Rank      int          `json:"rank"`
+	Modules   []loraModule `json:"modules"`
+	GPULayerS float64      `json:"gpu_layer_s"`
+	// GPULayerPipelinedS is the wall time of the same layer with
+	// loraInFlight modules decomposed at once (one module's host eigenwork
+	// overlapping another's device work), in module order;
+	// PipelinedIdentical says its factors were bit-identical to the
+	// one-at-a-time run's.
+	GPULayerPipelinedS   float64         `json:"gpu_layer_pipelined_s"`
+	PipelinedIdentical   bool            `json:"pipelined_identical"`
+	TorchLayerS          float64         `json:"torch_layer_s"`
+	GPUModelMin          float64         `json:"gpu_64_layers_min"`
+	GPUModelPipelinedMin float64         `json:"gpu_64_layers_pipelined_min"`
+	TorchModelMin        float64         `json:"torch_64_layers_min"`
+	CompileS             float64         `json:"warmup_compile_s"`
+	Stats                pjrtgpu.Stats   `json:"timed_run_stats"`
+	Deterministic        bool            `json:"deterministic"` // a second run of k_proj gave the same bits
+	Torch                json.RawMessage `json:"torch,omitempty"`
+	TorchErr             string          `json:"torch_error,omitempty"`
 }
 
 type dequantBench struct {
@@ -166,10 +182,12 @@ type dequantReport struct {
 	BatchModules int     `json:"batch_modules"`
 	BatchBytes   int64   `json:"batch_bytes"`
 	BatchedUS    float64 `json:"batched_us"`
-	SeparateUS   float64 `json:"separate_us"`
-	BatchedGBs   float64 `json:"batched_gb_s"`
-	BatchCopyGBs float64 `json:"batch_copy_gb_s"`
-	BatchError   string  `json:"batch_error,omitempty"`
+	// BatchedPackUS: the same storing BF16 as u32 pairs.
+	BatchedPackUS float64 `json:"batched_pack_us"`
+	SeparateUS    float64 `json:"separate_us"`
+	BatchedGBs    float64 `json:"batched_gb_s"`
+	BatchCopyGBs  float64 `json:"batch_copy_gb_s"`
+	BatchError    string  `json:"batch_error,omitempty"`
 }
 
 func main() {
@@ -224,6 +242,9 @@ func main() {
 		}
 		if !lb.Deterministic && err == nil {
 			rep.Failures = append(rep.Failures, "lora: two extractions of k_proj with one seed differ")
+		}
+		if !lb.PipelinedIdentical && err == nil {
+			rep.Failures = append(rep.Failures, fmt.Sprintf("lora: the layer with %d modules in flight differs from one at a time", loraInFlight))
 		}
 		rep.Lora = lb
 		printLora(lb)
@@ -304,6 +325,35 @@ func runParity(dev *pjrtgpu.Device, rep *report) {
 			}
 		}
 	}
+	// The same with BF16 outputs stored as u32 pairs.
+	dev.SetDequantPack(true)
+	for _, k := range append([]string{""}, pjrtgpu.DequantKernels...) {
+		if k == pjrtgpu.DequantF32 && p.DequantKernels[k] < p.DequantCases {
+			continue // not exact here, unpacked either
+		}
+		for _, c := range pjrtgpu.DequantCases(1) {
+			var bad int
+			var first string
+			var err error
+			if k == "" {
+				bad, first, err = pjrtgpu.CheckDequant(dev, c)
+			} else {
+				bad, first, err = pjrtgpu.CheckDequantKernel(dev, c, k)
+			}
+			p.PackCases++
+			switch {
+			case errors.Is(err, pjrtgpu.ErrUnsupported) && k != "" && k != pjrtgpu.DequantInt:
+				p.PackCases-- // unavailable, as above
+			case err != nil:
+				fail("dequant packed, kernel %q, %s: %v", k, c.Name, err)
+			case bad > 0:
+				fail("dequant packed, kernel %q, %s: %d elements differ, first %s", k, c.Name, bad, first)
+			default:
+				p.PackOK++
+			}
+		}
+	}
+	dev.SetDequantPack(false)
 	// INT8 and packed 4-bit (W4A16).
 	for _, c := range pjrtgpu.IntDequantCases(1) {
 		p.IntCases++
@@ -335,6 +385,28 @@ func runParity(dev *pjrtgpu.Device, rep *report) {
 			}
 		}
 	}
+	// The batch again with packed BF16 outputs.
+	dev.SetDequantPack(true)
+	for i := range items {
+		clear(items[i].Dst)
+	}
+	p.PackCases++
+	if err := dev.DequantizeBatch(items); err != nil {
+		fail("dequant batch of %d, packed: %v", len(items), err)
+	} else {
+		ok := true
+		for i, c := range cases {
+			bad, first, err := pjrtgpu.CompareDequant(c, items[i].Dst)
+			if err != nil || bad > 0 {
+				fail("dequant batch item %d (%s), packed: %d elements differ (first %s) %v", i, c.Name, bad, first, err)
+				ok = false
+			}
+		}
+		if ok {
+			p.PackOK++
+		}
+	}
+	dev.SetDequantPack(false)
 	for _, c := range pjrtgpu.QuantizeCases(1) {
 		p.QuantizeCases++
 		refused, err := pjrtgpu.CheckQuantize(dev, c)
@@ -403,6 +475,7 @@ func printParity(rep *report) {
 		fmt.Printf("    %s scales→output: %s\n", k, p.DequantChoices[k])
 	}
 	fmt.Printf("  fp8 dequant batch   all items of one program bit-identical: %v\n", p.BatchOK)
+	fmt.Printf("  fp8 dequant packed  BF16 stored as u32 pairs (every exact kernel, the choice, a batch): %d/%d bit-identical\n", p.PackOK, p.PackCases)
 	fmt.Printf("  int8 / w4a16        %d/%d cases bit-identical (every INT8 code, 4-bit codes with partial words, zero points packed along out, edge-case scales, BF16/F16/F32 scales, BF16/F32 out)\n", p.IntOK, p.IntCases)
 	fmt.Printf("  fp8 block quantize  %d/%d cases bit-identical (%d refused by both: NaN, -Inf, scale overflow)\n", p.QuantizeOK, p.QuantizeCases, p.QuantizeRefused)
 	fmt.Printf("  randomized SVD      %d/%d cases within 1.01x of the optimum (worst %.5fx); same seed, same bits: %v\n", p.SVDOK, p.SVDCases, p.SVDWorstRatio, p.SVDDeterministic)
@@ -542,6 +615,37 @@ func runLora(dev *pjrtgpu.Device, rank int, dir, python, script string, cpuRef b
 		svds[i] = d
 	}
 	lb.Stats = dev.Stats()
+	// The same layer with loraInFlight modules at once: workers take the
+	// modules in order; every factor must match the run above bit for bit.
+	piped := make([]linalg.SVD, len(deltas))
+	pipedErr := make([]error, len(deltas))
+	next := make(chan int, len(deltas))
+	for i := range deltas {
+		next <- i
+	}
+	close(next)
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	for range loraInFlight {
+		wg.Go(func() {
+			for i := range next {
+				d, err := dev.TruncatedSVD(deltas[i], rank, pjrtgpu.SVDOptions{})
+				if err == nil {
+					d.Split(true)
+				}
+				piped[i], pipedErr[i] = d, err
+			}
+		})
+	}
+	wg.Wait()
+	lb.GPULayerPipelinedS = time.Since(t0).Seconds()
+	lb.PipelinedIdentical = true
+	for i := range deltas {
+		if pipedErr[i] != nil {
+			return lb, fmt.Errorf("%s, %d in flight: %w", qwen3Layer[i].Name, loraInFlight, pipedErr[i])
+		}
+		lb.PipelinedIdentical = lb.PipelinedIdentical && sameSVD(piped[i], svds[i])
+	}
 	// Same seed, same bits: the smallest module again.
 	again, err := dev.TruncatedSVD(deltas[1], rank, pjrtgpu.SVDOptions{})
 	if err != nil {
@@ -570,6 +674,7 @@ func runLora(dev *pjrtgpu.Device, rank int, dir, python, script string, cpuRef b
 		}
 	}
 	lb.GPUModelMin = lb.GPULayerS * qwen3Layers / 60
+	lb.GPUModelPipelinedMin = lb.GPULayerPipelinedS * qwen3Layers / 60
 	lb.TorchModelMin = lb.TorchLayerS * qwen3Layers / 60
 	return lb, nil
 }
@@ -596,10 +701,15 @@ func printLora(lb *loraBench) {
 		fmt.Printf(" (%.1fx)", lb.TorchLayerS/lb.GPULayerS)
 	}
 	fmt.Println()
+	fmt.Printf("  layer with %d modules in flight: gpu %.2fs (64 layers %.1f min)", loraInFlight, lb.GPULayerPipelinedS, lb.GPUModelPipelinedMin)
+	if lb.GPULayerPipelinedS > 0 && lb.TorchLayerS > 0 {
+		fmt.Printf(" (%.1fx)", lb.TorchLayerS/lb.GPULayerPipelinedS)
+	}
+	fmt.Printf("; factors bit-identical to one at a time: %v\n", lb.PipelinedIdentical)
 	s := lb.Stats
-	fmt.Printf("  gpu time split (timed run): execute %.2fs in %d calls, upload %.2fs (%.1f GB/s), download %.2fs, host l×l algebra %.2fs (of which the device waited %.2fs), %d power iterations, %d stopping-rule checks, %d speculative iterations discarded, %d self-check fallbacks\n",
+	fmt.Printf("  gpu time split (timed run): execute %.2fs in %d calls, upload %.2fs (%.1f GB/s), download %.2fs, host l×l algebra %.2fs (of which the device waited %.2fs), %d power iterations, %d stopping-rule checks (%d cancelled), %d speculative iterations discarded, %d self-check fallbacks\n",
 		s.ExecuteTime.Seconds(), s.Executes, s.UploadTime.Seconds(), float64(s.UploadBytes)/max(s.UploadTime.Seconds(), 1e-9)/1e9,
-		s.DownTime.Seconds(), s.HostTime.Seconds(), s.HostWait.Seconds(), s.PowerIters, s.Checks, s.Speculative, s.SelfCheckFailures)
+		s.DownTime.Seconds(), s.HostTime.Seconds(), s.HostWait.Seconds(), s.PowerIters, s.Checks, s.ChecksCancelled, s.Speculative, s.SelfCheckFailures)
 	fmt.Printf("  device programs:")
 	for _, name := range slices.Sorted(maps.Keys(s.Programs)) {
 		ps := s.Programs[name]
@@ -712,15 +822,19 @@ func runDequant(dev *pjrtgpu.Device, rep *report) *dequantReport {
 		if err != nil {
 			rep.Failures = append(rep.Failures, "copy bench: "+err.Error())
 		}
-		for _, k := range append([]string{""}, pjrtgpu.DequantKernels...) {
+		for _, k := range append([]string{"", "+pack"}, pjrtgpu.DequantKernels...) {
 			b := dequantBench{Shape: fmt.Sprintf("%dx%d", out, in), Kernel: k, BytesPerCall: bytesPerCall, CopyGBs: cg}
 			switch {
-			case k == "":
-				b.Kernel = "auto: " + strings.Split(dev.DequantChoices()["BF16→BF16"], " ")[0]
+			case k == "" || k == "+pack":
+				b.Kernel = "auto: " + strings.Split(dev.DequantChoices()["BF16→BF16"], " ")[0] + k
 			case rep.Parity.DequantKernels[k] < rep.Parity.DequantCases:
 				b.Kernel += " (inexact)"
 			}
-			times, err := dev.MeasureDequantFP8(mod, tensors, safetensors.BF16, k, reps)
+			// +pack: the device's kernel storing u32 pairs (parity checked
+			// the same bytes).
+			dev.SetDequantPack(k == "+pack")
+			times, err := dev.MeasureDequantFP8(mod, tensors, safetensors.BF16, strings.TrimPrefix(k, "+pack"), reps)
+			dev.SetDequantPack(false)
 			if err != nil {
 				b.Error = err.Error()
 				if !errors.Is(err, pjrtgpu.ErrUnsupported) || k == "" || k == pjrtgpu.DequantInt {
@@ -819,6 +933,13 @@ func runDequant(dev *pjrtgpu.Device, rep *report) *dequantReport {
 		return dr
 	}
 	dr.BatchedUS = median(batched).Seconds() * 1e6
+	dev.SetDequantPack(true)
+	if packed, _, err := dev.MeasureDequantBatch(items, reps); err == nil {
+		dr.BatchedPackUS = median(packed).Seconds() * 1e6
+	} else {
+		rep.Failures = append(rep.Failures, "dequant batch bench, packed: "+err.Error())
+	}
+	dev.SetDequantPack(false)
 	dr.SeparateUS = median(separate).Seconds() * 1e6
 	dr.BatchedGBs = float64(dr.BatchBytes) / median(batched).Seconds() / 1e9
 	dr.BatchCopyGBs, _, _ = copyGBs(dr.BatchBytes)
@@ -850,6 +971,9 @@ func printDequant(dr *dequantReport) {
 	if dr.BatchError == "" {
 		fmt.Printf("  one layer's %d modules (%.0f MB): one program %.1f µs (%.0f GB/s; copy %.0f GB/s), seven programs %.1f µs\n",
 			dr.BatchModules, float64(dr.BatchBytes)/1e6, dr.BatchedUS, dr.BatchedGBs, dr.BatchCopyGBs, dr.SeparateUS)
+		if dr.BatchedPackUS > 0 {
+			fmt.Printf("  the same batch storing BF16 as u32 pairs: %.1f µs (%.0f GB/s)\n", dr.BatchedPackUS, float64(dr.BatchBytes)/dr.BatchedPackUS/1e3)
+		}
 	} else {
 		fmt.Println("  batch:", dr.BatchError)
 	}
