@@ -43,9 +43,9 @@
 // program the plugin cannot compile, a malformed input, a result that
 // fails a self-check) gives ErrUnsupported, and ops runs the CPU kernel.
 // HEFT_PJRT_DEQUANT=f8-f32|f8-f64|int forces an FP8 dequantization kernel
-// without probing; HEFT_PJRT_DEQUANT_PACK=1 makes FP8 dequantization to
-// BF16 store u32 words of two values instead of u16 values (the same
-// bytes; gpubench times both).
+// without probing; FP8 dequantization to BF16 stores u32 words of two
+// values (the same bytes, faster on the H200), HEFT_PJRT_DEQUANT_PACK=0
+// stores u16 values instead (gpubench times both).
 //
 // # Files and builds
 //

@@ -209,9 +209,9 @@ func (d *Device) dequantResident(p *fp8Plan, codes, scale *pjrt.Buffer, kernel s
 
 // SetDequantPack chooses how FP8 dequantization to BF16 stores its output
 // (programs compiled from then on): on, as u32 words of two BF16 values
-// (four-byte stores; the same bytes), off as u16 values, the default
-// unless HEFT_PJRT_DEQUANT_PACK=1. Both are bit-identical to the CPU; it is
-// a benchmark hook, to measure which one the device runs faster.
+// (four-byte stores; the same bytes; the default), off as u16 values
+// (HEFT_PJRT_DEQUANT_PACK=0). Both are bit-identical to the CPU; gpubench
+// measures both.
 func (d *Device) SetDequantPack(on bool) { d.dqPack.Store(on) }
 
 // QuantizeFP8Block quantizes one dense weight with an fp8-block scheme:
