@@ -197,6 +197,37 @@ func LoraExtract(ctx context.Context, m Models, opts LoraExtractOptions) (*LoraE
 	// The adapter's tensors are computed module by module as the store writes
 	// them (lora_A of a module sorts right before its lora_B), so memory holds one
 	// module's delta and factors at a time.
+	// On a GPU the next module is extracted while the current one is written
+	// (its host-side eigen work overlaps the other's device work): at most two
+	// modules in flight. On the CPU each extraction already uses every core.
+	type extraction struct {
+		a, b []byte
+		rep  LoraModule
+		err  error
+	}
+	pipelined := be.Name() != CPUBackend().Name()
+	byKey := map[string]loraPlan{}
+	var order []string // lora_A keys in the order the file is written (by name)
+	for _, mod := range modules {
+		key := peftPrefix + strings.TrimSuffix(mod.name, ".weight")
+		byKey[key] = mod
+		order = append(order, key)
+	}
+	sort.Strings(order)
+	nextKey := map[string]string{}
+	for i := 0; i+1 < len(order); i++ {
+		nextKey[order[i]] = order[i+1]
+	}
+	started := map[string]chan extraction{}
+	start := func(key string) chan extraction {
+		ch := make(chan extraction, 1)
+		mod := byKey[key]
+		go func() {
+			a, b, rep, err := extractModule(ctx, be, base, tuned, mod.name, mod.out, mod.in, mod.rank, dtype, opts.Seed)
+			ch <- extraction{a, b, rep, err}
+		}()
+		return ch
+	}
 	pendingB := map[string][]byte{}
 	var outs []TensorOut
 	for _, mod := range modules {
@@ -207,14 +238,24 @@ func LoraExtract(ctx context.Context, m Models, opts LoraExtractOptions) (*LoraE
 				if err := ctx.Err(); err != nil {
 					return nil, err
 				}
-				a, b, rep, err := extractModule(ctx, be, base, tuned, mod.name, mod.out, mod.in, mod.rank, dtype, opts.Seed)
-				if err != nil {
-					return nil, err
+				ch, ok := started[key]
+				if !ok {
+					ch = start(key)
 				}
-				res.Modules = append(res.Modules, rep)
-				totalEnergy += rep.DeltaNorm * rep.DeltaNorm
-				pendingB[key] = b
-				return append(dst[:0], a...), nil
+				delete(started, key)
+				if next, ok := nextKey[key]; ok && pipelined {
+					if _, ok := started[next]; !ok {
+						started[next] = start(next)
+					}
+				}
+				x := <-ch
+				if x.err != nil {
+					return nil, x.err
+				}
+				res.Modules = append(res.Modules, x.rep)
+				totalEnergy += x.rep.DeltaNorm * x.rep.DeltaNorm
+				pendingB[key] = x.b
+				return append(dst[:0], x.a...), nil
 			},
 		}, TensorOut{
 			Name: key + loraB, DType: dtype, Shape: []uint64{uint64(mod.out), uint64(mod.rank)},
