@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# lorae2e.sh: `heft lora extract` end to end from a store on the GPU machine: a
+# one-layer model with Qwen3-32B's shapes and its fine-tune are imported, then
+# rank-256 adapters are extracted on the GPU (and, for one module set, on the CPU
+# for comparison of results). Needs bench/gpu/e2e/{heft,lorae2e} (cgo heft).
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+bin="$here/e2e"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"$bin/lorae2e" -out "$work/models" -layers "${LAYERS:-1}"
+h() { "$bin/heft" --store "$work/store" "$@"; }
+/usr/bin/time -f "import base: %e s, %M KiB" "$bin/heft" --store "$work/store" --quiet import "$work/models/base" --name q/base
+/usr/bin/time -f "import tuned: %e s, %M KiB" "$bin/heft" --store "$work/store" --quiet import "$work/models/tuned" --name q/tuned
+h doctor
+for dev in gpu; do
+    /usr/bin/time -f "lora extract --device $dev: %e s, %M KiB peak RSS" "$bin/heft" --store "$work/store" --json lora extract --base q/base --tuned q/tuned --rank 256 --device $dev --name q/lora-$dev > "$work/lora-$dev.json"
+    python3 - "$work/lora-$dev.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"method {r['method']} rank {r['rank']}: {len(r['modules'])} modules, rel. error mean {r['mean_rel_error']:.4f} max {r['max_rel_error']:.4f}; left out {100*r['excluded_energy_share']:.2f}% of the delta energy")
+for m in r['modules']:
+    print(f"  {m['module']:40s} {m['out']}x{m['in']}  energy {m['energy']:.4f}  rel err {m['rel_error']:.4f}")
+PY
+done

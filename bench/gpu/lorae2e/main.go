@@ -1,0 +1,37 @@
+// Command lorae2e writes a one-layer model with Qwen3-32B's shapes (hidden 5120,
+// intermediate 25600, 64 heads, 8 KV heads) and a fine-tune of it (a rank-8 change
+// plus noise on every tensor), for timing `heft lora extract` end to end from a
+// store on the GPU machine (bench/gpu/lorae2e.sh).
+//
+//	go run ./bench/gpu/lorae2e -out DIR [-layers 1]
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/heft-dev/heft/internal/modelgen"
+)
+
+func main() {
+	out := flag.String("out", "", "directory for base/ and tuned/")
+	layers := flag.Int("layers", 1, "decoder layers")
+	flag.Parse()
+	if *out == "" {
+		fmt.Fprintln(os.Stderr, "lorae2e: -out is required")
+		os.Exit(2)
+	}
+	cfg := modelgen.Config{Hidden: 5120, Intermediate: 25600, Layers: *layers, Heads: 64, KVHeads: 8, HeadDim: 128, Vocab: 2048}
+	base, tuned := filepath.Join(*out, "base"), filepath.Join(*out, "tuned")
+	if err := modelgen.WriteBase(base, cfg, modelgen.Options{Seed: 1, Shards: 1}); err != nil {
+		fmt.Fprintln(os.Stderr, "lorae2e:", err)
+		os.Exit(1)
+	}
+	if err := modelgen.FineTune(base, tuned, modelgen.FineTuneOptions{Seed: 2}); err != nil {
+		fmt.Fprintln(os.Stderr, "lorae2e:", err)
+		os.Exit(1)
+	}
+	fmt.Printf("wrote %s and %s (%.2f GB each)\n", base, tuned, float64(cfg.ParamBytes())/1e9)
+}
