@@ -13,7 +13,7 @@ h() { "$bin/heft" --store "$work/store" "$@"; }
 /usr/bin/time -f "import base: %e s, %M KiB" "$bin/heft" --store "$work/store" --quiet import "$work/models/base" --name q/base
 /usr/bin/time -f "import tuned: %e s, %M KiB" "$bin/heft" --store "$work/store" --quiet import "$work/models/tuned" --name q/tuned
 h doctor
-for dev in gpu; do
+for dev in ${DEVICES:-gpu cpu}; do
     /usr/bin/time -f "lora extract --device $dev: %e s, %M KiB peak RSS" "$bin/heft" --store "$work/store" --json lora extract --base q/base --tuned q/tuned --rank 256 --device $dev --name q/lora-$dev > "$work/lora-$dev.json"
     python3 - "$work/lora-$dev.json" <<'PY'
 import json, sys
