@@ -58,7 +58,11 @@ type Backend interface {
 	// fp8-block that is the scale rounding of codec/quant (s = amax/448
 	// rounded once to the scale dtype, zero blocks replaced) and the code
 	// rule clamp to ±448, then a single RNE to E4M3 of the float32 quotient;
-	// NaN and ±Inf weights are refused (quant.ErrNonFinite).
+	// for int8 and w4a16 the scales and zero points of codec/quant (each
+	// one float32 op rounded to the scale dtype) and the codes
+	// RNE(clamp(f32(f32(x/s) + zp), qmin, qmax)), INT4 packed eight to an
+	// int32 word, lowest nibble first; NaN and ±Inf weights are refused
+	// (quant.ErrNonFinite).
 	QuantizeWeight(ctx context.Context, qs quant.QuantizeScheme, weight safetensors.TensorInfo, data []byte) ([]quant.QuantizedTensor, error)
 
 	// TruncatedSVD returns the rank-min(rank, m, n) truncated SVD of a with
@@ -224,7 +228,7 @@ func (g *gpuBackend) QuantizeWeight(ctx context.Context, qs quant.QuantizeScheme
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	res, err := g.dev.QuantizeFP8Block(qs, weight, data)
+	res, err := g.dev.QuantizeWeight(qs, weight, data)
 	if errors.Is(err, pjrtgpu.ErrUnsupported) {
 		return g.cpu.QuantizeWeight(ctx, qs, weight, data)
 	}

@@ -308,3 +308,22 @@ func TestDequantPack(t *testing.T) {
 		}
 	}
 }
+
+// TestQuantizeIntParity: int8 and w4a16 quantization on the device, byte
+// for byte the CPU's tensors, and the CPU's refusals as ErrUnsupported.
+func TestQuantizeIntParity(t *testing.T) {
+	d := testDevice(t)
+	refused := 0
+	for _, c := range IntQuantizeCases(1) {
+		r, err := CheckQuantize(d, c)
+		if err != nil {
+			t.Errorf("%s: %v", c.Name, err)
+		}
+		if r {
+			refused++
+		}
+	}
+	if refused != IntQuantizeRefused {
+		t.Errorf("%d cases refused by the CPU, want the %d made to be", refused, IntQuantizeRefused)
+	}
+}

@@ -27,6 +27,13 @@
 //     every error are the CPU's); the device then computes every code as
 //     float32(float64(x)·(1/s)) clamped to ±448 and encoded by the integer
 //     rule of formats.md §1.2.
+//   - INT8 (per-channel RTN) and W4A16 (symmetric or asymmetric, per group
+//     or per channel) quantization: bit-identical to quant.QuantizeWeight
+//     (codes, scales, zero points, packing). The device reduces each scale
+//     cell to its extreme magnitudes, the host derives scales and zero
+//     points with codec/quant's float32 arithmetic (intqhost.go), and the
+//     device computes RNE(clamp(f32(f32(float64(x)·(1/s)) + zp))) and packs
+//     4-bit codes eight to an int32 word (intq.go).
 //   - The randomized truncated SVD of LoRA extraction and analysis: the
 //     algorithm of linalg.TruncatedSVD (same Gaussian sketch for a seed, same
 //     adaptive power iterations and stopping rule, same small Gram-matrix

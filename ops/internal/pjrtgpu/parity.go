@@ -279,13 +279,109 @@ func QuantizeCases(seed uint64) []QuantizeCase {
 	return cases
 }
 
+// IntQuantizeCases returns the int8 and w4a16 quantization cases: BF16,
+// F16 and F32 weights; int8 per channel; w4a16 symmetric and asymmetric,
+// group 128, other groups, per channel, a group wider than in, rows whose
+// packed words are partial, zero-point words partial along out; every
+// scale dtype; all-zero cells and rows (0/0 zero points); rows of one
+// sign (asymmetric scales from one side); values exactly on rounding ties
+// (x/s = k + ½); tiny and denormal values and scales; and weights the CPU
+// refuses (NaN, ±Inf, a scale overflowing its dtype, values near the
+// weight dtype's largest number, a group not dividing in).
+func IntQuantizeCases(seed uint64) []QuantizeCase {
+	rng := rand.New(rand.NewPCG(seed, 6))
+	var cases []QuantizeCase
+	add := func(name string, qs quant.QuantizeScheme, wd safetensors.DType, out, in int, vals []float32) {
+		data := scaleBytes(vals, wd)
+		cases = append(cases, QuantizeCase{
+			Name:   fmt.Sprintf("%s: %s %dx%d, %s", name, wd, out, in, qs),
+			Scheme: qs,
+			Weight: safetensors.TensorInfo{Name: "model.layers.1.mlp.gate_proj.weight", DType: wd, Shape: []uint64{uint64(out), uint64(in)}, End: uint64(len(data))},
+			Data:   data,
+		})
+	}
+	normal := func(n int, sigma float64) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64() * sigma)
+		}
+		return v
+	}
+	int8s := quant.QuantizeScheme{Name: quant.QuantInt8}
+	w4 := quant.QuantizeScheme{Name: quant.QuantW4A16}
+	w4a := quant.QuantizeScheme{Name: quant.QuantW4A16, Asymmetric: true}
+	with := func(qs quant.QuantizeScheme, group int, sd safetensors.DType) quant.QuantizeScheme {
+		qs.GroupSize, qs.ScaleDType = group, sd
+		return qs
+	}
+	for _, wd := range []safetensors.DType{safetensors.BF16, safetensors.F16, safetensors.F32} {
+		add("random", int8s, wd, 200, 300, normal(200*300, 0.02))
+		add("random", w4, wd, 96, 512, normal(96*512, 0.02))
+		add("random", w4a, wd, 100, 384, normal(100*384, 0.02))
+	}
+	add("random", with(int8s, 0, safetensors.F32), safetensors.BF16, 130, 250, normal(130*250, 0.05))
+	add("random", with(int8s, 0, safetensors.F16), safetensors.F32, 64, 100, normal(64*100, 1))
+	add("group 32, partial words", with(w4, 32, safetensors.F32), safetensors.BF16, 70, 224, normal(70*224, 0.1))
+	add("per channel, partial words", with(w4, -1, ""), safetensors.BF16, 33, 203, normal(33*203, 0.1))
+	add("per channel, partial words", with(w4a, -1, safetensors.F32), safetensors.F16, 37, 205, normal(37*205, 0.1))
+	add("group wider than in", w4a, safetensors.BF16, 20, 100, normal(20*100, 0.1))
+	add("group 64, F16 scales", with(w4a, 64, safetensors.F16), safetensors.BF16, 129, 256, normal(129*256, 0.01))
+	// Zero rows and cells, rows of one sign, exact ties.
+	z := normal(64*256, 0.02)
+	clear(z[:256])              // an all-zero row
+	clear(z[256*3 : 256*3+128]) // an all-zero group
+	for i := 256 * 5; i < 256*6; i++ {
+		z[i] = float32(math.Abs(float64(z[i]))) // all non-negative
+	}
+	for i := 256 * 7; i < 256*8; i++ {
+		z[i] = -float32(math.Abs(float64(z[i]))) // all negative
+	}
+	for i := 256 * 9; i < 256*10; i++ {
+		z[i] = float32(i%16) - 7.5 // quotients on ties
+	}
+	for i := 256 * 11; i < 256*12; i++ {
+		z[i] = float32(i%256) * 0.5 // ties for int8 (s = 127.5/127.5)
+	}
+	z[256*13] = float32(math.Copysign(0, -1))
+	for _, qs := range []quant.QuantizeScheme{int8s, w4, w4a, with(w4a, 0, safetensors.F32), with(int8s, 0, safetensors.F32)} {
+		add("zero rows and cells, one-sided rows, ties", qs, safetensors.BF16, 64, 256, z)
+		add("zero rows and cells, one-sided rows, ties", qs, safetensors.F32, 64, 256, z)
+	}
+	add("tiny values", int8s, safetensors.BF16, 64, 128, normal(64*128, 1e-37))
+	add("tiny values", w4a, safetensors.F16, 64, 128, normal(64*128, 1e-6))
+	add("denormal F32 values", with(w4a, 0, safetensors.F32), safetensors.F32, 64, 128, normal(64*128, 1e-40))
+	add("denormal F32 values", with(int8s, 0, safetensors.F32), safetensors.F32, 64, 128, normal(64*128, 1e-39))
+	add("large values", with(w4, 0, safetensors.F32), safetensors.F32, 64, 128, normal(64*128, 1e36))
+	add("random 1024x2048", w4, safetensors.BF16, 1024, 2048, normal(1024*2048, 0.02))
+	add("random 1024x2048", w4a, safetensors.BF16, 1024, 2048, normal(1024*2048, 0.02))
+	add("random 1024x2048", int8s, safetensors.BF16, 1024, 2048, normal(1024*2048, 0.02))
+	// Refused by the CPU.
+	nan := normal(64*128, 0.02)
+	nan[300] = float32(math.NaN())
+	add("NaN weight (refused)", w4a, safetensors.BF16, 64, 128, nan)
+	inf := normal(64*128, 0.02)
+	inf[77] = float32(math.Inf(1))
+	add("+Inf weight (refused)", int8s, safetensors.F32, 64, 128, inf)
+	big := normal(64*128, 1)
+	big[5] = 65504
+	add("values near the F16 maximum (refused)", w4, safetensors.F16, 64, 128, big)
+	huge := normal(64*128, 1)
+	huge[9] = 3e38
+	add("scale overflows BF16 (refused)", with(int8s, 0, safetensors.F16), safetensors.F32, 64, 128, huge)
+	add("group does not divide in (refused)", w4, safetensors.BF16, 16, 200, normal(16*200, 0.02))
+	return cases
+}
+
+// IntQuantizeRefused is the number of IntQuantizeCases the CPU refuses.
+const IntQuantizeRefused = 5
+
 // CheckQuantize runs a case on the device and on the CPU. Where the CPU
 // refuses the weight, the device must answer ErrUnsupported (the caller
 // then shows the CPU's error); otherwise every tensor must match byte for
 // byte. refused reports a refused case.
 func CheckQuantize(d *Device, c QuantizeCase) (refused bool, err error) {
 	want, cpuErr := quant.QuantizeWeight(c.Scheme, c.Weight, c.Data)
-	got, devErr := d.QuantizeFP8Block(c.Scheme, c.Weight, c.Data)
+	got, devErr := d.QuantizeWeight(c.Scheme, c.Weight, c.Data)
 	if cpuErr != nil {
 		if !errors.Is(devErr, ErrUnsupported) {
 			return true, fmt.Errorf("cpu refuses (%v) but the device says %v", cpuErr, devErr)

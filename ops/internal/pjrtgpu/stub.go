@@ -75,6 +75,16 @@ func (d *Device) QuantizeFP8Block(quant.QuantizeScheme, safetensors.TensorInfo, 
 	return nil, unavailable()
 }
 
+// QuantizeWeight fails: there is no device in this build.
+func (d *Device) QuantizeWeight(quant.QuantizeScheme, safetensors.TensorInfo, []byte) ([]quant.QuantizedTensor, error) {
+	return nil, unavailable()
+}
+
+// QuantizeInt fails: there is no device in this build.
+func (d *Device) QuantizeInt(quant.QuantizeScheme, safetensors.TensorInfo, []byte) ([]quant.QuantizedTensor, error) {
+	return nil, unavailable()
+}
+
 // TruncatedSVD fails: there is no device in this build.
 func (d *Device) TruncatedSVD(linalg.Matrix, int, SVDOptions) (linalg.SVD, error) {
 	return linalg.SVD{}, unavailable()

@@ -12,12 +12,14 @@
 //     after its probes and with every kernel (pjrtgpu.DequantKernels:
 //     f8-f64 and int must match everywhere; f8-f32 only where float32
 //     subnormals are kept, which the report says), several modules in one
-//     program, INT8 and packed 4-bit (W4A16) dequantization, fp8-block
-//     quantization, all bit for bit against codec/quant on random data and
-//     edge cases (subnormal codes, scales and products, NaN, ±Inf, partial
-//     blocks and words); the randomized SVD against the exact optimum of
-//     small matrices (pjrtgpu.DequantCases, IntDequantCases,
-//     QuantizeCases, SVDCases), and twice with one seed for identical bits;
+//     program, INT8 and packed 4-bit (W4A16) dequantization, fp8-block,
+//     int8 and w4a16 quantization, all bit for bit against codec/quant on
+//     random data and edge cases (subnormal codes, scales and products,
+//     NaN, ±Inf, partial blocks and words, ties, zero cells); the
+//     randomized SVD against the exact optimum of small matrices
+//     (pjrtgpu.DequantCases, IntDequantCases, QuantizeCases,
+//     IntQuantizeCases, SVDCases), and twice with one seed for identical
+//     bits;
 //  2. LoRA extraction at -rank on one synthetic Qwen3-32B layer (q, k, v,
 //     o, gate, up, down; BF16 base and a tuned copy differing by a rank-64
 //     delta plus noise): the device's time per module (after a warm-up run
@@ -112,10 +114,13 @@ type parity struct {
 	IntCases, IntOK           int // INT8 and packed 4-bit
 	QuantizeCases, QuantizeOK int
 	QuantizeRefused           int
-	SVDCases, SVDOK           int
-	SVDWorstRatio             float64
-	SVDDeterministic          bool
-	Details                   []string
+	// IntQuantize*: int8 and w4a16 quantization (pjrtgpu.IntQuantizeCases).
+	IntQuantizeCases, IntQuantizeOK int
+	IntQuantizeRefused              int
+	SVDCases, SVDOK                 int
+	SVDWorstRatio                   float64
+	SVDDeterministic                bool
+	Details                         []string
 }
 
 type loraModule struct {
@@ -419,6 +424,21 @@ func runParity(dev *pjrtgpu.Device, rep *report) {
 			p.QuantizeRefused++
 		}
 	}
+	for _, c := range pjrtgpu.IntQuantizeCases(1) {
+		p.IntQuantizeCases++
+		refused, err := pjrtgpu.CheckQuantize(dev, c)
+		if err != nil {
+			fail("quantize %s: %v", c.Name, err)
+			continue
+		}
+		p.IntQuantizeOK++
+		if refused {
+			p.IntQuantizeRefused++
+		}
+	}
+	if p.IntQuantizeRefused != pjrtgpu.IntQuantizeRefused {
+		fail("int quantize: %d cases refused, want %d", p.IntQuantizeRefused, pjrtgpu.IntQuantizeRefused)
+	}
 	for _, c := range pjrtgpu.SVDCases(7) {
 		p.SVDCases++
 		res, err := pjrtgpu.CheckSVD(dev, c)
@@ -478,6 +498,7 @@ func printParity(rep *report) {
 	fmt.Printf("  fp8 dequant packed  BF16 stored as u32 pairs (every exact kernel, the choice, a batch): %d/%d bit-identical\n", p.PackOK, p.PackCases)
 	fmt.Printf("  int8 / w4a16        %d/%d cases bit-identical (every INT8 code, 4-bit codes with partial words, zero points packed along out, edge-case scales, BF16/F16/F32 scales, BF16/F32 out)\n", p.IntOK, p.IntCases)
 	fmt.Printf("  fp8 block quantize  %d/%d cases bit-identical (%d refused by both: NaN, -Inf, scale overflow)\n", p.QuantizeOK, p.QuantizeCases, p.QuantizeRefused)
+	fmt.Printf("  int8/w4a16 quantize %d/%d cases bit-identical: codes, scales, packed zero points (%d refused by both: NaN, +Inf, near-max values, scale overflow, group not dividing in)\n", p.IntQuantizeOK, p.IntQuantizeCases, p.IntQuantizeRefused)
 	fmt.Printf("  randomized SVD      %d/%d cases within 1.01x of the optimum (worst %.5fx); same seed, same bits: %v\n", p.SVDOK, p.SVDCases, p.SVDWorstRatio, p.SVDDeterministic)
 	for _, d := range p.Details {
 		fmt.Println("   ", d)
