@@ -3,10 +3,12 @@ package cli
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/heft-dev/heft/internal/failpoint"
 	"github.com/heft-dev/heft/store"
 )
 
@@ -110,6 +112,9 @@ func cmdExport() *cli.Command {
 		Flags:     commonFlags(),
 		Action: withStore(2, "export takes REF and DEST", func(c *cli.Context, e *env, s *store.Store) error {
 			progress, done := e.bar("export")
+			if failpoint.Enabled {
+				progress = exportFailpoint(progress)
+			}
 			start := time.Now()
 			res, err := s.Export(c.Context, c.Args().Get(0), c.Args().Get(1), progress)
 			done()
@@ -122,6 +127,20 @@ func cmdExport() *cli.Command {
 			fmt.Fprintf(e.stdout, "exported %s: %d files, %s to %s in %.1fs\n", res.Commit.Short(), res.Files, humanBytes(res.Bytes), c.Args().Get(1), time.Since(start).Seconds())
 			return nil
 		}),
+	}
+}
+
+// exportFailpoint wraps an export's progress function so that a failpoints build
+// reaches failpoint.ExportMidWrite once about half of the bytes are written.
+func exportFailpoint(progress func(done, total int64)) func(done, total int64) {
+	var reached atomic.Bool
+	return func(done, total int64) {
+		if done*2 >= total && done > 0 && reached.CompareAndSwap(false, true) {
+			failpoint.Hit(failpoint.ExportMidWrite)
+		}
+		if progress != nil {
+			progress(done, total)
+		}
 	}
 }
 

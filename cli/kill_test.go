@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,118 +15,258 @@ import (
 )
 
 // killCount is how many SIGKILLs each workload of TestKillWorkloads takes:
-// HEFT_KILLS, else 5 (-short: 2). The long run (`.ci/torture`) uses 100.
+// HEFT_KILLS, else 3 (-short: 1). The long run (`.ci/torture`) uses 100.
 func killCount() int {
 	if v, err := strconv.Atoi(os.Getenv("HEFT_KILLS")); err == nil && v > 0 {
 		return v
 	}
 	if testing.Short() {
-		return 2
+		return 1
 	}
-	return 5
+	return 3
 }
 
-// TestKillWorkloads SIGKILLs real heft processes at random moments of an op
-// writing recipes (quantize), gc, a pull from a heft remote and a push to one, and
-// checks after every kill that each store verifies and its committed refs export
-// exactly as before; finally the interrupted commands re-run to completion and gc
-// leaves nothing behind.
+// TestKillWorkloads SIGKILLs real heft processes at random moments of every
+// workload — import, export, tag/rm, gc, an op writing recipes (quantize), a pull
+// from a heft remote and from the Hub API of `heft serve`, a push to a heft remote
+// killed on the client side, and `heft serve` itself killed while it receives a
+// `heft push` or a Hub upload — and checks after every kill that the store the
+// killed process wrote verifies (--read-data), that every ref committed before is
+// unchanged and exports exactly as before (an oracle kept outside the stores), that
+// the ref the workload moves is either as it was or complete and right, and that an
+// export left the store untouched. Finally every interrupted command re-runs to
+// completion, and gc leaves nothing behind (a second gc frees nothing).
 func TestKillWorkloads(t *testing.T) {
 	kills := killCount()
 	root := t.TempDir()
-	base, tuned := filepath.Join(root, "base"), filepath.Join(root, "tuned")
+	base, tuned, fresh := filepath.Join(root, "base"), filepath.Join(root, "tuned"), filepath.Join(root, "fresh")
+	other := filepath.Join(root, "other") // on the server only: what the pulls fetch
 	if err := modelgen.WriteBase(base, modelgen.Sized(24<<20), modelgen.Options{Seed: 1, Shards: 2}); err != nil {
 		t.Fatal(err)
 	}
 	if err := modelgen.FineTune(base, tuned, modelgen.FineTuneOptions{Seed: 2}); err != nil {
 		t.Fatal(err)
 	}
-	baseTree, tunedTree := hashTree(t, base), hashTree(t, tuned)
+	if err := modelgen.FineTune(base, other, modelgen.FineTuneOptions{Seed: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if err := modelgen.WriteBase(fresh, modelgen.Sized(24<<20), modelgen.Options{Seed: 7, Shards: 2}); err != nil {
+		t.Fatal(err)
+	}
+	baseTree, tunedTree, freshTree, otherTree := hashTree(t, base), hashTree(t, tuned), hashTree(t, fresh), hashTree(t, other)
 	server, local := filepath.Join(root, "server"), filepath.Join(root, "local")
 	mustHeft(t, server, "import", base, "--name", "org/base")
 	mustHeft(t, server, "import", tuned, "--name", "org/tuned")
+	mustHeft(t, server, "import", other, "--name", "org/other")
 	mustHeft(t, local, "import", base, "--name", "org/base")
 	mustHeft(t, local, "import", tuned, "--name", "org/mine")
-	token := strings.TrimSpace(mustHeft(t, server, "token", "create", "--scope", "write", "--namespace", "org").stdout)
-	addr := startServe(t, server)
-	env := []string{"HEFT_TOKEN=" + token}
-	mustHeft(t, local, "remote", "add", "origin", "http://"+addr)
+	token := strings.TrimSpace(mustHeft(t, server, "token", "create", "--scope", "write", "--namespace", "org", "--namespace", "team").stdout)
+	srv := newServe(t, server)
+	srv.start()
+	env := []string{"HEFT_TOKEN=" + token, "HF_ENDPOINT=http://" + srv.addr, "HF_TOKEN=" + token,
+		"HF_HUB_DISABLE_XET=1", "NO_PROXY=127.0.0.1", "HF_HOME=" + filepath.Join(root, "hf-home")}
+	mustHeft(t, local, "remote", "add", "origin", "http://"+srv.addr)
 	rng := rand.New(rand.NewPCG(5, 9))
+	exportDest := filepath.Join(root, "exported")
 
+	type expect struct {
+		store, ref string
+		tree       map[string]string // nil: not compared (quantize)
+		// orEmpty: the ref may also hold no files (a Hub repo is created, with an
+		// empty first commit, before its files are uploaded).
+		orEmpty bool
+	}
 	type workload struct {
-		name  string
-		store string
-		args  []string
-		setup func(i int) // before each run
+		name   string
+		store  string // the store the interrupted command writes
+		server bool   // the killed process is heft serve; args run as its client on local
+		args   func(i int) []string
+		setup  func(i int)  // before each run
+		expect []expect     // the refs the workload creates or moves
+		check  func(string) // extra checks after each kill (nil: none)
 	}
+	fixed := func(args ...string) func(int) []string { return func(int) []string { return args } }
+	var localDigest string
 	workloads := []workload{
-		{"quantize", local, []string{"quantize", "org/base", "--scheme", "fp8-block", "--name", "org/fp8"}, nil},
-		{"gc", local, []string{"gc", "--grace", "0"}, func(i int) {
-			// Something to collect each time: a fresh ref to drop.
-			heft(t, local, "rm", "org/scratch")
-			mustHeft(t, local, "import", tuned, "--name", "org/scratch", "--no-delta", "-m", fmt.Sprint(i))
-			mustHeft(t, local, "rm", "org/scratch")
-		}},
-		{"pull", local, []string{"pull", "origin", "org/tuned"}, func(int) { heft(t, local, "rm", "org/tuned") }},
-		{"push", local, []string{"push", "org/mine", "origin"}, func(int) { heft(t, server, "rm", "org/mine") }},
+		{name: "import", store: local, args: fixed("import", fresh, "--name", "org/imp"),
+			setup: func(int) {
+				// Nothing stored from earlier runs: each run writes everything again.
+				heft(t, local, "rm", "org/imp")
+				mustHeft(t, local, "gc", "--grace", "0")
+			},
+			expect: []expect{{store: local, ref: "org/imp", tree: freshTree}}},
+		{name: "export", store: local, args: fixed("export", "org/base", exportDest),
+			setup: func(int) {
+				os.RemoveAll(exportDest)
+				localDigest = storeDigest(t, local)
+			},
+			check: func(what string) {
+				if storeDigest(t, local) != localDigest {
+					t.Fatalf("%s: export changed the store", what)
+				}
+			}},
+		{name: "tag/rm", store: local,
+			args: func(i int) []string {
+				if i%2 == 0 {
+					return []string{"tag", "org/base", "org/base:v1"}
+				}
+				return []string{"rm", "org/base:v1"}
+			},
+			setup: func(i int) {
+				if i%2 == 0 {
+					heft(t, local, "rm", "org/base:v1")
+				} else if !hasRef(t, local, "org/base:v1") {
+					mustHeft(t, local, "tag", "org/base", "org/base:v1")
+				}
+			},
+			expect: []expect{{store: local, ref: "org/base:v1", tree: baseTree}}},
+		{name: "gc", store: local, args: fixed("gc", "--grace", "0"),
+			setup: func(i int) {
+				// Something to collect each time: a fresh ref to drop.
+				heft(t, local, "rm", "org/scratch")
+				mustHeft(t, local, "import", tuned, "--name", "org/scratch", "--no-delta", "-m", fmt.Sprint(i))
+				mustHeft(t, local, "rm", "org/scratch")
+			}},
+		{name: "quantize", store: local, args: fixed("quantize", "org/base", "--scheme", "fp8-block", "--name", "org/fp8"),
+			expect: []expect{{store: local, ref: "org/fp8", tree: nil}}},
+		// The pulls fetch a model the local store lacks; gc drops what an earlier
+		// run fetched (an interrupted hf pull's data stays: it resumes).
+		{name: "pull", store: local, args: fixed("pull", "origin", "org/other"),
+			setup: func(int) {
+				heft(t, local, "rm", "org/other")
+				mustHeft(t, local, "gc", "--grace", "0")
+			},
+			expect: []expect{{store: local, ref: "org/other", tree: otherTree}}},
+		{name: "hf-pull", store: local, args: fixed("pull", "hf://org/other", "--name", "org/hfo"),
+			setup: func(int) {
+				heft(t, local, "rm", "org/hfo")
+				mustHeft(t, local, "gc", "--grace", "0")
+			},
+			expect: []expect{{store: local, ref: "org/hfo", tree: otherTree}}},
+		{name: "push", store: server, args: fixed("push", "org/mine", "origin"),
+			setup: func(int) {
+				heft(t, server, "rm", "org/mine")
+				mustHeft(t, server, "gc", "--grace", "0")
+			},
+			expect: []expect{{store: server, ref: "org/mine", tree: tunedTree}}},
+		{name: "serve receiving push", store: server, server: true, args: fixed("push", "org/mine", "origin"),
+			setup: func(int) {
+				heft(t, server, "rm", "org/mine")
+				mustHeft(t, server, "gc", "--grace", "0")
+			},
+			expect: []expect{{store: server, ref: "org/mine", tree: tunedTree}}},
+		{name: "serve receiving hub upload", store: server, server: true, args: fixed("push", "org/mine", "hf://team/up"),
+			setup: func(int) {
+				// The Hub API's delete also forgets the repo's uploads, so gc can
+				// take them and the next upload stores everything again.
+				deleteHubRepo(t, srv.addr, token, "team/up")
+				mustHeft(t, server, "gc", "--grace", "0")
+			},
+			expect: []expect{{store: server, ref: "team/up", tree: tunedTree, orEmpty: true}}},
 	}
+	start := time.Now()
 	for _, w := range workloads {
+		wstart := time.Now()
+		if !srv.running() {
+			srv.start()
+		}
 		// Calibrate on a copy: how long does the command take in full?
-		scratch := filepath.Join(root, "calibrate-"+w.name)
-		if out, err := exec.Command("cp", "-a", w.store, scratch).CombinedOutput(); err != nil {
-			t.Fatalf("cp: %v %s", err, out)
-		}
+		scratch := filepath.Join(root, "calibrate")
+		srv.stop()
+		copyStore(t, w.store, scratch)
+		srv.start()
 		if w.setup != nil {
-			w.setup(-1)
+			w.setup(0)
 		}
-		start := time.Now()
-		if r := heftEnv(t, env, w.store, w.args...); r.code != 0 && w.name != "push" {
+		t0 := time.Now()
+		if r := heftEnv(t, env, local, w.args(0)...); r.code != 0 {
 			t.Fatalf("%s: %s", w.name, r.stderr)
 		}
-		full := time.Since(start)
+		full := time.Since(t0)
 		// Undo the calibration run: restore the store as it was.
+		srv.stop()
 		os.RemoveAll(w.store)
 		os.Rename(scratch, w.store)
+		srv.start()
 		completed := 0
 		for i := 0; i < kills; i++ {
+			if !srv.running() {
+				srv.start()
+			}
 			if w.setup != nil {
 				w.setup(i)
 			}
-			cmd := exec.Command(heftBin, append([]string{"--store", w.store}, w.args...)...)
-			cmd.Env = append(os.Environ(), env...)
+			before := refState(t, w.store)
+			cmd := heftCmd(local, env, w.args(i)...)
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
 			time.Sleep(time.Duration(rng.Int64N(int64(full) + 1)))
+			if w.server {
+				srv.kill()
+			}
 			cmd.Process.Signal(syscall.SIGKILL)
-			if cmd.Wait() == nil {
+			if <-done == nil {
 				completed++
 			}
 			what := fmt.Sprintf("%s, kill %d", w.name, i)
-			for _, s := range []string{local, server} {
-				if r := heft(t, s, "verify", "--read-data"); r.code != 0 {
-					t.Fatalf("%s: verify %s exit %d: %s%s", what, filepath.Base(s), r.code, r.stdout, r.stderr)
-				}
+			if r := heft(t, w.store, "verify", "--read-data"); r.code != 0 {
+				t.Fatalf("%s: verify %s exit %d: %s%s", what, filepath.Base(w.store), r.code, r.stdout, r.stderr)
 			}
-			checkExport(t, local, "org/base", baseTree, what)
-			checkExport(t, server, "org/tuned", tunedTree, what)
-			for _, c := range []struct{ s, ref string }{{local, "org/tuned"}, {server, "org/mine"}} {
-				if heft(t, c.s, "show", c.ref).code == 0 {
-					checkExport(t, c.s, c.ref, tunedTree, what+" ("+c.ref+")")
+			var moving []string
+			for _, e := range w.expect {
+				moving = append(moving, e.ref)
+			}
+			checkRefsKept(t, before, refState(t, w.store), what, moving...)
+			checkExport(t, w.store, "org/base", baseTree, what)
+			for _, e := range w.expect {
+				if e.tree == nil || !hasRef(t, e.store, e.ref) {
+					continue
 				}
+				if e.orEmpty && len(exportTree(t, e.store, e.ref)) == 0 {
+					continue
+				}
+				checkExportOf(t, e.store, e.ref, e.tree, what+" ("+e.ref+")")
+			}
+			if w.check != nil {
+				w.check(what)
 			}
 		}
 		// The command re-runs to completion.
+		if !srv.running() {
+			srv.start()
+		}
 		if w.setup != nil {
 			w.setup(kills)
 		}
-		if r := heftEnv(t, env, w.store, w.args...); r.code != 0 {
+		if r := heftEnv(t, env, local, w.args(kills)...); r.code != 0 {
 			t.Fatalf("%s: re-run after the kills: exit %d: %s", w.name, r.code, r.stderr)
 		}
-		t.Logf("%s: %d kills over a %v run (%d finished first)", w.name, kills, full.Round(time.Millisecond), completed)
+		for _, e := range w.expect {
+			if e.tree != nil && hasRef(t, e.store, e.ref) {
+				checkExportOf(t, e.store, e.ref, e.tree, w.name+" re-run")
+			}
+		}
+		if w.name == "export" {
+			got := hashTree(t, exportDest)
+			if len(got) != len(baseTree) {
+				t.Fatalf("export re-run wrote %d files, want %d", len(got), len(baseTree))
+			}
+			for p, h := range baseTree {
+				if got[p] != h {
+					t.Fatalf("export re-run: %s differs", p)
+				}
+			}
+		}
+		t.Logf("%s: %d kills over a %v run (%d finished first), %v", w.name, kills, full.Round(time.Millisecond), completed, time.Since(wstart).Round(time.Second))
 	}
-	checkExport(t, local, "org/tuned", tunedTree, "pulled")
+	srv.stop()
+	checkExport(t, local, "org/other", otherTree, "pulled")
+	checkExport(t, local, "org/hfo", otherTree, "hf-pulled")
 	checkExport(t, server, "org/mine", tunedTree, "pushed")
+	checkExportOf(t, server, "team/up", tunedTree, "uploaded")
 	// gc reclaims every leftover: a second gc finds nothing.
 	for _, s := range []string{local, server} {
 		mustHeft(t, s, "gc", "--grace", "0")
@@ -137,4 +276,5 @@ func TestKillWorkloads(t *testing.T) {
 		}
 		mustHeft(t, s, "verify", "--read-data")
 	}
+	t.Logf("%d workloads × %d kills in %v", len(workloads), kills, time.Since(start).Round(time.Second))
 }

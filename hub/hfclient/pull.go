@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/heft-dev/heft/internal/failpoint"
 	"github.com/heft-dev/heft/store"
 )
 
@@ -215,6 +216,7 @@ func Pull(ctx context.Context, c *Client, s *store.Store, opts PullOptions) (*Pu
 	if msg == "" {
 		msg = "pull " + URIScheme + opts.Repo + "@" + rev
 	}
+	failpoint.Hit(failpoint.PullBeforeRefMove)
 	res.Commit, err = s.Commit(ctx, store.CommitRequest{
 		Ref: ref, Parent: parent, Files: entries, Message: msg,
 		Provenance: store.Provenance{Op: "pull", Source: res.Source, Params: map[string]string{"revision": rev, "endpoint": c.Endpoint()}},

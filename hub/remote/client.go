@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/heft-dev/heft/internal/failpoint"
 )
 
 // ClientOptions configure NewClient.
@@ -598,6 +600,7 @@ func (c *Client) pullOnce(ctx context.Context, local Store, ref string, opts Pul
 		t.UpToDate = true
 		return nil
 	}
+	failpoint.Hit(failpoint.PullBeforeRefMove)
 	return local.UpdateRef(ctx, RefChange{Ref: opts.LocalRef, Old: old, New: neg.Commit, Force: opts.Force,
 		Message: fmt.Sprintf("pull: %s %s", c.base.Redacted(), ref)})
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/heft-dev/heft/hub"
+	"github.com/heft-dev/heft/internal/failpoint"
 )
 
 // PathPrefix is where the protocol is served; NewHandler's handler answers only
@@ -310,6 +311,7 @@ func (h *handler) pushNegotiate(w http.ResponseWriter, r *http.Request, c *call)
 			if req.Old != nil {
 				old = *req.Old
 			}
+			failpoint.Hit(failpoint.ServerBeforeRefMove)
 			err := h.s.UpdateRef(ctx, RefChange{Ref: c.ref, Old: old, New: req.New, Force: req.Force, Message: h.message(c), Usable: usable})
 			if err != nil {
 				return err
@@ -385,6 +387,7 @@ func (h *handler) pushUpdate(w http.ResponseWriter, r *http.Request, c *call) er
 	if err != nil {
 		return err
 	}
+	failpoint.Hit(failpoint.ServerBeforeRefMove)
 	err = h.s.UpdateRef(r.Context(), RefChange{Ref: c.ref, Old: req.Old, New: req.New, Force: req.Force, Message: h.message(c), Usable: usable})
 	if err != nil {
 		return err

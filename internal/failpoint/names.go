@@ -24,11 +24,26 @@ const (
 	GCBeforeSweep      = "gc-before-sweep"       // gc marked, nothing removed yet
 	GCAfterForgetPack  = "gc-after-forget-pack"  // gc removed a pack from the index, file not yet deleted
 	GCAfterRewritePack = "gc-after-rewrite-pack" // gc published a rewritten pack, old one still indexed
+
+	// ServerBeforeRefMove: `heft serve` has received, verified and indexed every
+	// object of a `heft push` (hub/remote, before the ref compare-and-swap) or of
+	// a Hub commit (storehub, every uploaded object stored, before the commit is
+	// written and its branch moved); the ref has not moved.
+	ServerBeforeRefMove = "server-before-ref-move"
+	// PullBeforeRefMove: a pull (`heft pull REMOTE REF` or `heft pull hf://...`)
+	// has every object durable and indexed in the local store; the local ref has
+	// not moved (the store's own ref-before-update comes after this, once the
+	// ref lock is taken).
+	PullBeforeRefMove = "pull-before-ref-move"
+	// ExportMidWrite: `heft export` has written about half of the model's bytes
+	// into the destination (outside the store); the files are incomplete.
+	ExportMidWrite = "export-mid-write"
 )
 
 // All lists every failpoint.
 var All = []string{PackBeforeSync, PackBeforeRename, PackBeforeDirSync, IndexBeforeCommit, IndexAfterCommit,
-	RefBeforeUpdate, RefAfterUpdate, GCBeforeSweep, GCAfterForgetPack, GCAfterRewritePack}
+	RefBeforeUpdate, RefAfterUpdate, GCBeforeSweep, GCAfterForgetPack, GCAfterRewritePack,
+	ServerBeforeRefMove, PullBeforeRefMove, ExportMidWrite}
 
 // Injected faults (HEFT_FAULT=OP@N:ERR in a `-tags failpoints` build): the N-th
 // filesystem operation OP of the process fails with ERR (ENOSPC or EIO) instead of

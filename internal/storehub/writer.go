@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/heft-dev/heft/hub"
+	"github.com/heft-dev/heft/internal/failpoint"
 	"github.com/heft-dev/heft/store"
 )
 
@@ -336,6 +337,9 @@ func (w *Writer) commit(ctx context.Context, ref store.RefName, parent store.ID,
 	if author != "" {
 		prov.Params = map[string]string{"author": author}
 	}
+	// Every uploaded object the commit names is stored and indexed (apply found
+	// each); the commit is not written and the branch has not moved.
+	failpoint.Hit(failpoint.ServerBeforeRefMove)
 	return w.s.Commit(ctx, store.CommitRequest{Ref: ref, Parent: parent, Files: files, Message: msg, Provenance: prov, Orphan: orphan})
 }
 
