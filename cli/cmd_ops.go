@@ -26,9 +26,9 @@ func pluginFlag() cli.Flag {
 	return &cli.StringFlag{Name: "pjrt-plugin", Usage: "PJRT plugin (.so) for --device auto or gpu (default: PJRT_PLUGIN_LIBRARY_PATH, then the jax CUDA 13/12 wheels python3 finds)", EnvVars: []string{"HEFT_PJRT_PLUGIN"}}
 }
 
-// checkDevice validates --device for the commands that write recipes
-// (dequant, quantize): the store evaluates recipes on the CPU, so the
-// device changes nothing there yet and is not probed.
+// checkDevice validates --device for quantize, whose recipes the store
+// evaluates on the CPU: the device changes nothing there yet and is not
+// probed.
 func checkDevice(c *cli.Context, e *env) error {
 	switch d := c.String("device"); d {
 	case "", ops.DeviceAuto, ops.DeviceCPU:
@@ -85,21 +85,23 @@ func cmdDequant() *cli.Command {
 			&cli.StringFlag{Name: "name", Aliases: []string{"n"}, Usage: "ref to write, NAME[:TAG]", Required: true},
 			&cli.BoolFlag{Name: "materialize", Usage: "store the dense weights as data instead of recipes"},
 			&cli.StringFlag{Name: "message", Aliases: []string{"m"}, Usage: "commit message"},
-			deviceFlag(),
+			deviceFlag(), pluginFlag(),
 		),
 		Action: withStore(1, "dequant takes one REF", func(c *cli.Context, e *env, s *store.Store) error {
-			if err := checkDevice(c, e); err != nil {
+			be, _, err := openBackend(c, e)
+			if err != nil {
 				return err
 			}
+			defer be.Close()
 			start := time.Now()
 			res, err := ops.Dequant(c.Context, storeops.New(s), ops.DequantOptions{
 				Source: c.Args().First(), Name: c.String("name"),
-				Materialize: c.Bool("materialize"), Message: c.String("message"),
+				Materialize: c.Bool("materialize"), Message: c.String("message"), Backend: be,
 			})
 			if err != nil {
 				return err
 			}
-			return e.reportOp(res, res.Commit, res.Ref, start, "dequantized %d weights of a %s model; %d tensors kept, %d dropped", res.Modules, res.Format, res.Kept, res.Dropped)
+			return e.reportOp(res, res.Commit, res.Ref, start, "dequantized %d weights of a %s model on %s; %d tensors kept, %d dropped", res.Modules, res.Format, res.Device, res.Kept, res.Dropped)
 		}),
 	}
 }

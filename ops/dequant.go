@@ -16,7 +16,10 @@ type DequantOptions struct {
 	Name   string // ref to write, NAME[:TAG]
 	// Materialize stores the dense weights as data instead of recipes.
 	Materialize bool
-	Message     string
+	// Backend evaluates the dequantization (nil: the CPU). Its results are the
+	// CPU's bytes exactly, so the recipes it records verify on any machine.
+	Backend Backend
+	Message string
 }
 
 // DequantResult is what a dequant wrote.
@@ -27,6 +30,10 @@ type DequantResult struct {
 	Modules int    `json:"modules"` // weights dequantized
 	Kept    int    `json:"kept"`    // tensors copied unchanged
 	Dropped int    `json:"dropped"` // quantization-only tensors left out
+	// Device is the backend that evaluated the weights; Stages where the time
+	// went.
+	Device string     `json:"device"`
+	Stages StageTimes `json:"stages"`
 }
 
 // dequantRoles are the module tensors a dequantization reads, in recipe input order.
@@ -105,10 +112,13 @@ func Dequant(ctx context.Context, m Models, opts DequantOptions) (*DequantResult
 	if opts.Materialize {
 		prov.Params["materialize"] = "true"
 	}
-	res.Commit, err = out.write(ctx, m, src, opts.Name, opts.Message, prov)
+	be := backendOr(opts.Backend)
+	res.Device = be.Name()
+	res.Commit, err = out.write(ctx, withBackend(ctx, m, be), src, opts.Name, opts.Message, prov)
 	if err != nil {
 		return nil, err
 	}
+	res.Stages = out.stages
 	return res, nil
 }
 

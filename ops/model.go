@@ -99,6 +99,8 @@ type output struct {
 	drop    map[string]bool
 	// materialize stores recipe tensors as data.
 	materialize bool
+	// stages adds up where writing the safetensors files spent its time.
+	stages StageTimes
 }
 
 func newOutput() *output {
@@ -128,6 +130,7 @@ func (o *output) write(ctx context.Context, m Models, src *model, ref, message s
 			if err != nil {
 				return "", err
 			}
+			o.stages.add(fr.Stages)
 			refs = append(refs, fr)
 			for _, t := range tensors {
 				weightMap[t.Name] = f.Path

@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/heft-dev/heft/codec/recipe"
 )
 
 // Models is what ops need from a store.
@@ -103,6 +104,34 @@ type FileRef struct {
 	Path string
 	ID   string
 	Size int64
+	// Stages is where writing the file spent its time (WriteSafetensors only;
+	// zero when the Models implementation does not measure it).
+	Stages StageTimes
+}
+
+// StageTimes splits the time of writing a derived file: reading inputs from the
+// store, computing (kernels, Data calls) and storing the results (hashing,
+// compression, packing). The stages overlap, so they may add up to more than
+// the wall time.
+type StageTimes struct {
+	Inputs  float64 `json:"inputs_s"`
+	Compute float64 `json:"compute_s"`
+	Store   float64 `json:"store_s"`
+}
+
+func (t *StageTimes) add(o StageTimes) {
+	t.Inputs += o.Inputs
+	t.Compute += o.Compute
+	t.Store += o.Store
+}
+
+// KernelModels is a Models that can evaluate the recipes it writes with other
+// kernels than the CPU's (a GPU backend's). WithKernels returns a Models whose
+// WriteSafetensors evaluates recipes with k, which must honour recipe.Kernels'
+// contract (the CPU's bytes exactly).
+type KernelModels interface {
+	Models
+	WithKernels(k recipe.Kernels) Models
 }
 
 // Provenance says how a commit was made.

@@ -115,6 +115,15 @@ var errRecipeEval = errors.New("recipe evaluation failed")
 // runRecipe reads a recipe's inputs and evaluates it into dst, without checking the
 // result against the recipe's output hash.
 func (s *Store) runRecipe(r *Recipe, dst []byte, depth int) ([]byte, error) {
+	inputs, err := s.recipeInputs(r, depth)
+	if err != nil {
+		return nil, err
+	}
+	return s.runKernels(nil, r, inputs, dst)
+}
+
+// recipeInputs reads a recipe's inputs (verified, recipes among them evaluated).
+func (s *Store) recipeInputs(r *Recipe, depth int) ([]recipe.Input, error) {
 	inputs := make([]recipe.Input, len(r.Inputs))
 	for i, in := range r.Inputs {
 		it, err := s.LoadTensor(in)
@@ -127,7 +136,12 @@ func (s *Store) runRecipe(r *Recipe, dst []byte, depth int) ([]byte, error) {
 		}
 		inputs[i] = recipe.Input{DType: safetensors.DType(it.DType), Shape: it.Shape, Data: data}
 	}
-	out, err := recipe.Eval(r.Op, r.Params, inputs, dst)
+	return inputs, nil
+}
+
+// runKernels evaluates r on its inputs into dst with kernels (nil: the CPU's).
+func (s *Store) runKernels(kernels recipe.Kernels, r *Recipe, inputs []recipe.Input, dst []byte) ([]byte, error) {
+	out, err := recipe.EvalWith(kernels, r.Op, r.Params, inputs, dst)
 	if err != nil {
 		if errors.Is(err, recipe.ErrUnknownOp) {
 			return nil, fmt.Errorf("%w (written by a newer heft?)", err)

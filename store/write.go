@@ -31,6 +31,8 @@ type StoredFile struct {
 	GitSHA  string
 	Tensors int
 	Stats   IngestStats
+	// Timing is where WriteSafetensors spent its time (zero for other writes).
+	Timing WriteTiming
 }
 
 // IngestOptions tune IngestFile.

@@ -1,12 +1,16 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/heft-dev/heft/codec/chunkcodec"
+	"github.com/heft-dev/heft/codec/recipe"
 	"github.com/heft-dev/heft/codec/safetensors"
 )
 
@@ -32,6 +36,10 @@ type TensorSource struct {
 type WriteOptions struct {
 	// Materialize stores recipe tensors as data.
 	Materialize bool
+	// Kernels evaluates recipes (nil: codec/quant on the CPU). It must give the
+	// CPU's bytes exactly (recipe.Kernels' contract): the output hash recorded
+	// here is what every later evaluation is checked against.
+	Kernels recipe.Kernels
 	// Progress, when set, is called with the bytes written so far and the total.
 	Progress func(done, total int64)
 }
@@ -94,6 +102,7 @@ func (s *Store) WriteSafetensors(ctx context.Context, path string, metadata map[
 	hasher := newFileHasher(size)
 	obj := File{Format: FormatSafetensors, Size: uint64(size)}
 	var fileID ID
+	var timing WriteTiming
 	stats, err := s.withSession(ctx, func(sess *session) error {
 		hasher.write(h.Raw)
 		ids, err := sess.putChunks([]unit{{data: h.Raw}})
@@ -101,59 +110,62 @@ func (s *Store) WriteSafetensors(ctx context.Context, path string, metadata map[
 			return err
 		}
 		obj.Header = &ChunkRef{ID: ids[0], Size: uint64(len(h.Raw))}
-		// Two buffers alternate so the file hasher reads one tensor while the next
-		// is produced.
-		var bufs [2][]byte
-		for i, ti := range h.Tensors {
-			if err := ctx.Err(); err != nil {
-				return err
+		// A producer goroutine makes the tensors in order (reads of reused tensors,
+		// Data calls, recipe evaluations — on a GPU when opts.Kernels run there)
+		// while this one stores the previous tensor and the file hasher reads the
+		// one before: three buffers rotate, so memory stays at three times the
+		// largest tensor.
+		produced := make(chan producedTensor, 1)
+		free := make(chan []byte, 3)
+		for range 3 {
+			free <- nil
+		}
+		pctx, stop := context.WithCancel(ctx)
+		producerDone := make(chan struct{})
+		go func() {
+			defer close(producerDone)
+			s.produceTensors(pctx, h.Tensors, byName, reused, opts.Kernels, free, produced)
+		}()
+		// No Data call or recipe evaluation outlives WriteSafetensors.
+		defer func() {
+			stop()
+			<-producerDone
+		}()
+		var prev []byte // the buffer the hasher may still be reading
+		for _, ti := range h.Tensors {
+			var p producedTensor
+			select {
+			case p = <-produced:
+			case <-ctx.Done():
+				return ctx.Err()
 			}
-			src := byName[ti.Name]
-			buf := &bufs[i%2]
-			if cap(*buf) < int(ti.Size()) {
-				*buf = make([]byte, ti.Size())
+			if p.err != nil {
+				return p.err
 			}
-			data := (*buf)[:ti.Size()]
-			var tid ID
+			timing.Inputs += p.inputs
+			timing.Compute += p.compute
+			data, tid := p.data, p.tensor
+			storeStart := time.Now()
 			switch {
-			case !src.Tensor.IsZero():
-				tid = src.Tensor
-				if data, err = s.tensorBytes(tid, reused[tid], data); err != nil {
-					return fmt.Errorf("tensor %q: %w", ti.Name, err)
-				}
-			case src.Data != nil:
-				if data, err = src.Data(data); err != nil {
-					return fmt.Errorf("tensor %q: %w", ti.Name, err)
-				}
-				if uint64(len(data)) != ti.Size() {
-					return fmt.Errorf("tensor %q: produced %d bytes, want %d", ti.Name, len(data), ti.Size())
-				}
-				if tid, err = s.putTensorData(sess, ti, data); err != nil {
-					return err
-				}
-			default:
-				r := *src.Recipe
-				r.Params = maps.Clone(r.Params)
-				t := Tensor{DType: src.DType, Shape: src.Shape, Size: ti.Size(), Chunks: []ChunkRef{}, Recipe: &r}
-				if err := s.checkRecipeInputs(&r); err != nil {
-					return fmt.Errorf("tensor %q: %w", ti.Name, err)
-				}
-				out, err := s.runRecipe(&r, data, 0)
-				if err != nil {
-					return fmt.Errorf("tensor %q: %w", ti.Name, err)
-				}
-				data = out
-				r.Output = Sum(data)
+			case p.recipe != nil:
 				if opts.Materialize {
 					tid, err = s.putTensorData(sess, ti, data)
 				} else {
-					tid, err = sess.put(KindTensor, &t)
+					tid, err = sess.put(KindTensor, p.recipe)
 				}
-				if err != nil {
-					return err
-				}
+			case tid.IsZero():
+				tid, err = s.putTensorData(sess, ti, data)
 			}
+			if err != nil {
+				return err
+			}
+			timing.Store += time.Since(storeStart)
 			hasher.write(data)
+			// The hasher has finished the previous buffer: it is free again.
+			if prev != nil {
+				free <- prev
+			}
+			prev = p.buf
 			obj.Tensor = append(obj.Tensor, FileTensor{Name: ti.Name, Tensor: tid, Size: ti.Size()})
 			prog.add(int64(len(data)))
 		}
@@ -172,7 +184,120 @@ func (s *Store) WriteSafetensors(ctx context.Context, path string, metadata map[
 	if err != nil {
 		return nil, fmt.Errorf("write %s: %w", path, err)
 	}
-	return &StoredFile{ID: fileID, Size: size, SHA256: obj.SHA256, GitSHA: obj.GitSHA, Tensors: len(obj.Tensor), Stats: stats}, nil
+	return &StoredFile{ID: fileID, Size: size, SHA256: obj.SHA256, GitSHA: obj.GitSHA, Tensors: len(obj.Tensor), Stats: stats, Timing: timing}, nil
+}
+
+// WriteTiming says where a WriteSafetensors spent its time. The producer and the
+// storing loop overlap, so the parts add up to more than the wall time when
+// both were busy.
+type WriteTiming struct {
+	Inputs  time.Duration // reading reused tensors and recipe inputs from the store
+	Compute time.Duration // Data calls and recipe kernels
+	Store   time.Duration // hashing, compressing and packing the new tensors
+}
+
+// ErrKernelMismatch is returned when the kernels given to WriteSafetensors
+// compute a recipe differently from the CPU: nothing is recorded, as no later
+// read could verify it.
+var ErrKernelMismatch = errors.New("the recipe kernels disagree with the CPU's result; nothing was recorded (run on the CPU)")
+
+// producedTensor is one tensor made by produceTensors: its bytes in buf, and
+// either the stored tensor it reuses, the recipe object to store, or neither
+// (new data).
+type producedTensor struct {
+	buf, data []byte
+	tensor    ID
+	recipe    *Tensor
+	inputs    time.Duration
+	compute   time.Duration
+	err       error
+}
+
+// produceTensors makes the tensors of a file in order into buffers taken from
+// free and sends them on out; it stops at the first error (sent) or when ctx
+// ends.
+func (s *Store) produceTensors(ctx context.Context, tensors []safetensors.TensorInfo, byName map[string]*TensorSource, reused map[ID]*Tensor, kernels recipe.Kernels, free chan []byte, out chan<- producedTensor) {
+	send := func(p producedTensor) bool {
+		select {
+		case out <- p:
+			return p.err == nil
+		case <-ctx.Done():
+			return false
+		}
+	}
+	crossChecked := false
+	for _, ti := range tensors {
+		var buf []byte
+		select {
+		case buf = <-free:
+		case <-ctx.Done():
+			return
+		}
+		if cap(buf) < int(ti.Size()) {
+			buf = make([]byte, ti.Size())
+		}
+		p := producedTensor{buf: buf, data: buf[:ti.Size()]}
+		src := byName[ti.Name]
+		var err error
+		start := time.Now()
+		switch {
+		case !src.Tensor.IsZero():
+			p.tensor = src.Tensor
+			if p.data, err = s.tensorBytes(p.tensor, reused[p.tensor], p.data); err != nil {
+				err = fmt.Errorf("tensor %q: %w", ti.Name, err)
+			}
+			p.inputs = time.Since(start)
+		case src.Data != nil:
+			if p.data, err = src.Data(p.data); err != nil {
+				err = fmt.Errorf("tensor %q: %w", ti.Name, err)
+			} else if uint64(len(p.data)) != ti.Size() {
+				err = fmt.Errorf("tensor %q: produced %d bytes, want %d", ti.Name, len(p.data), ti.Size())
+			}
+			p.compute = time.Since(start)
+		default:
+			r := *src.Recipe
+			r.Params = maps.Clone(r.Params)
+			t := Tensor{DType: src.DType, Shape: src.Shape, Size: ti.Size(), Chunks: []ChunkRef{}, Recipe: &r}
+			if err = s.checkRecipeInputs(&r); err != nil {
+				err = fmt.Errorf("tensor %q: %w", ti.Name, err)
+				break
+			}
+			var inputs []recipe.Input
+			if inputs, err = s.recipeInputs(&r, 0); err != nil {
+				err = fmt.Errorf("tensor %q: %w", ti.Name, err)
+				break
+			}
+			p.inputs = time.Since(start)
+			computeStart := time.Now()
+			if p.data, err = s.runKernels(kernels, &r, inputs, p.data); err != nil {
+				err = fmt.Errorf("tensor %q: %w", ti.Name, err)
+				break
+			}
+			p.compute = time.Since(computeStart)
+			if kernels != nil && !crossChecked {
+				// Trust, but verify: a recipe records its output's hash, and every
+				// later read recomputes it on the CPU. Kernels that disagree with
+				// the CPU would leave recipes no read can verify, so the first
+				// tensor each file evaluates elsewhere is also evaluated here.
+				crossChecked = true
+				want, cerr := s.runKernels(nil, &r, inputs, make([]byte, len(p.data)))
+				if cerr != nil {
+					err = fmt.Errorf("tensor %q: %w", ti.Name, cerr)
+					break
+				}
+				if !bytes.Equal(want, p.data) {
+					err = fmt.Errorf("tensor %q: %w", ti.Name, ErrKernelMismatch)
+					break
+				}
+			}
+			r.Output = Sum(p.data)
+			p.recipe = &t
+		}
+		p.err = err
+		if !send(p) {
+			return
+		}
+	}
 }
 
 // putTensorData stores a tensor's bytes as chunks and its tensor object.

@@ -43,12 +43,41 @@ type Input struct {
 	Data  []byte
 }
 
+// Kernels computes the numerical core of the ops, so that a recipe can be
+// evaluated on an accelerator. Contract: Dequantize writes into dst exactly the
+// bytes quant.DequantizeInto(dst, mod, tensors, dtype) writes and returns the
+// same errors (an implementation runs codec/quant for whatever it does not
+// compute itself); it is safe for concurrent use and does not modify its
+// inputs. Only a bit-identical implementation keeps recipes verifiable: the
+// store checks every later evaluation (on the CPU) against the output hash
+// recorded from this one.
+type Kernels interface {
+	Dequantize(dst []byte, mod quant.Module, tensors map[quant.Role][]byte, dtype safetensors.DType) error
+}
+
+// CPUKernels are codec/quant's own kernels, the reference.
+type CPUKernels struct{}
+
+// Dequantize runs quant.DequantizeInto.
+func (CPUKernels) Dequantize(dst []byte, mod quant.Module, tensors map[quant.Role][]byte, dtype safetensors.DType) error {
+	return quant.DequantizeInto(dst, mod, tensors, dtype)
+}
+
 // Eval computes a recipe's output into dst, which must have exactly the output's
 // size, and returns it. Inputs are not modified.
 func Eval(op string, params map[string]string, inputs []Input, dst []byte) ([]byte, error) {
+	return EvalWith(CPUKernels{}, op, params, inputs, dst)
+}
+
+// EvalWith is Eval with the given kernels (nil: CPUKernels) doing the
+// numerical work of the ops they implement.
+func EvalWith(k Kernels, op string, params map[string]string, inputs []Input, dst []byte) ([]byte, error) {
+	if k == nil {
+		k = CPUKernels{}
+	}
 	switch op {
 	case OpDequant:
-		return evalDequant(params, inputs, dst)
+		return evalDequant(k, params, inputs, dst)
 	case OpQuantize:
 		return evalQuantize(params, inputs, dst)
 	}
@@ -75,7 +104,7 @@ func DequantParams(mod quant.Module, roles []quant.Role, dtype safetensors.DType
 	}, nil
 }
 
-func evalDequant(params map[string]string, inputs []Input, dst []byte) ([]byte, error) {
+func evalDequant(k Kernels, params map[string]string, inputs []Input, dst []byte) ([]byte, error) {
 	var mod quant.Module
 	if err := json.Unmarshal([]byte(params["scheme"]), &mod.Scheme); err != nil {
 		return nil, fmt.Errorf("recipe dequant: scheme: %w", err)
@@ -107,7 +136,7 @@ func evalDequant(params map[string]string, inputs []Input, dst []byte) ([]byte, 
 		mod.Tensors[role] = safetensors.TensorInfo{Name: "recipe." + r, DType: in.DType, Shape: in.Shape, End: uint64(len(in.Data))}
 		data[role] = in.Data
 	}
-	if err := quant.DequantizeInto(dst, mod, data, dtype); err != nil {
+	if err := k.Dequantize(dst, mod, data, dtype); err != nil {
 		return nil, fmt.Errorf("recipe dequant: %w", err)
 	}
 	return dst, nil

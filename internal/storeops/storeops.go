@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/heft-dev/heft/codec/recipe"
 	"github.com/heft-dev/heft/codec/safetensors"
 	"github.com/heft-dev/heft/ops"
 	"github.com/heft-dev/heft/store"
@@ -17,12 +18,20 @@ import (
 // models presents a store to the ops package.
 type models struct {
 	s *store.Store
+	// kernels evaluates the recipes WriteSafetensors stores (nil: the CPU).
+	kernels recipe.Kernels
 }
 
-var _ ops.Models = models{}
+var _ ops.KernelModels = models{}
+
+// WithKernels returns the same store evaluating recipes with k.
+func (m models) WithKernels(k recipe.Kernels) ops.Models {
+	m.kernels = k
+	return m
+}
 
 // New returns s as ops see it.
-func New(s *store.Store) ops.Models { return models{s} }
+func New(s *store.Store) ops.Models { return models{s: s} }
 
 func (m models) Resolve(ref string) (string, error) {
 	id, err := m.s.Resolve(ref)
@@ -152,11 +161,13 @@ func (m models) WriteSafetensors(ctx context.Context, path string, metadata map[
 		}
 		srcs[i] = src
 	}
-	res, err := m.s.WriteSafetensors(ctx, path, metadata, srcs, store.WriteOptions{Materialize: materialize})
+	res, err := m.s.WriteSafetensors(ctx, path, metadata, srcs, store.WriteOptions{Materialize: materialize, Kernels: m.kernels})
 	if err != nil {
 		return ops.FileRef{}, err
 	}
-	return ops.FileRef{Path: path, ID: res.ID.String(), Size: res.Size}, nil
+	return ops.FileRef{Path: path, ID: res.ID.String(), Size: res.Size, Stages: ops.StageTimes{
+		Inputs: res.Timing.Inputs.Seconds(), Compute: res.Timing.Compute.Seconds(), Store: res.Timing.Store.Seconds(),
+	}}, nil
 }
 
 func (m models) WriteFile(ctx context.Context, path string, data []byte) (ops.FileRef, error) {
