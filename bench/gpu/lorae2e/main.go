@@ -3,7 +3,10 @@
 // plus noise on every tensor), for timing `heft lora extract` end to end from a
 // store on the GPU machine (bench/gpu/lorae2e.sh).
 //
-//	go run ./bench/gpu/lorae2e -out DIR [-layers 1]
+//	go run ./bench/gpu/lorae2e -out DIR [-layers 1] [-fp8]
+//
+// With -fp8 it writes the base and its FP8 block quantization instead, for
+// bench/gpu/dequante2e.sh.
 package main
 
 import (
@@ -12,12 +15,14 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/heft-dev/heft/codec/safetensors"
 	"github.com/heft-dev/heft/internal/modelgen"
 )
 
 func main() {
 	out := flag.String("out", "", "directory for base/ and tuned/")
 	layers := flag.Int("layers", 1, "decoder layers")
+	fp8 := flag.Bool("fp8", false, "also write fp8/, the base quantized to FP8 block 128x128 (compressed-tensors, BF16 scales), and skip the fine-tune")
 	flag.Parse()
 	if *out == "" {
 		fmt.Fprintln(os.Stderr, "lorae2e: -out is required")
@@ -28,6 +33,14 @@ func main() {
 	if err := modelgen.WriteBase(base, cfg, modelgen.Options{Seed: 1, Shards: 1}); err != nil {
 		fmt.Fprintln(os.Stderr, "lorae2e:", err)
 		os.Exit(1)
+	}
+	if *fp8 {
+		if err := modelgen.WriteFP8BlockWith(base, filepath.Join(*out, "fp8"), modelgen.FP8BlockOptions{ScaleDType: safetensors.BF16}); err != nil {
+			fmt.Fprintln(os.Stderr, "lorae2e:", err)
+			os.Exit(1)
+		}
+		fmt.Printf("wrote %s and its FP8 block quantization (%.2f GB BF16)\n", base, float64(cfg.ParamBytes())/1e9)
+		return
 	}
 	if err := modelgen.FineTune(base, tuned, modelgen.FineTuneOptions{Seed: 2}); err != nil {
 		fmt.Fprintln(os.Stderr, "lorae2e:", err)
