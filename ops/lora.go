@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/heft-dev/heft/codec/safetensors"
 	"github.com/heft-dev/heft/ops/internal/linalg"
@@ -47,6 +48,17 @@ type LoraModule struct {
 	Energy float64 `json:"energy"`
 	// RelError is ‖B·A − Δ‖_F / ‖Δ‖_F of the stored (rounded) factors.
 	RelError float64 `json:"rel_error"`
+	// Seconds says where the module's time went: reading both weights from the
+	// store and forming Δ, the truncated SVD, rounding the factors and
+	// measuring their error.
+	Seconds LoraModuleTimes `json:"seconds"`
+}
+
+// LoraModuleTimes is the time one module's extraction spent in each step.
+type LoraModuleTimes struct {
+	Read  float64 `json:"read"`
+	SVD   float64 `json:"svd"`
+	Check float64 `json:"check"`
 }
 
 // LoraExcluded is a changed tensor the adapter does not carry.
@@ -368,6 +380,8 @@ func targetModules(mods []loraPlan) []string {
 
 // extractModule computes one module's factors, rounded to dtype, and its report.
 func extractModule(ctx context.Context, be Backend, base, tuned *denseView, name string, out, in, rank int, dtype string, seed uint64) (a, b []byte, rep LoraModule, err error) {
+	var times LoraModuleTimes
+	lap := stopwatch()
 	tv, err := tuned.floats(name, nil)
 	if err != nil {
 		return nil, nil, rep, err
@@ -384,10 +398,12 @@ func extractModule(ctx context.Context, be Backend, base, tuned *denseView, name
 	if err != nil {
 		return nil, nil, rep, err
 	}
+	times.Read = lap()
 	svd, err := be.TruncatedSVD(ctx, delta, rank, SVDOptions{Seed: seed})
 	if err != nil {
 		return nil, nil, rep, fmt.Errorf("%s: %w", name, err)
 	}
+	times.SVD = lap()
 	fa, fb := svd.Split(true)
 	// Round the factors to the adapter dtype, and measure the error of what is
 	// stored.
@@ -420,7 +436,21 @@ func extractModule(ctx context.Context, be Backend, base, tuned *denseView, name
 	if math.IsNaN(rep.RelError) {
 		return nil, nil, rep, fmt.Errorf("%s: relative error is NaN", name)
 	}
+	times.Check = lap()
+	rep.Seconds = times
 	return a, b, rep, nil
+}
+
+// stopwatch returns a function giving the seconds since the previous call (or
+// since stopwatch was called).
+func stopwatch() func() float64 {
+	last := time.Now()
+	return func() float64 {
+		now := time.Now()
+		d := now.Sub(last).Seconds()
+		last = now
+		return d
+	}
 }
 
 // adapterConfig writes adapter_config.json as mergekit does (§11: alpha = r, the

@@ -19,7 +19,11 @@ for dev in ${DEVICES:-gpu cpu}; do
 import json, sys
 r = json.load(open(sys.argv[1]))
 print(f"method {r['method']} rank {r['rank']}: {len(r['modules'])} modules, rel. error mean {r['mean_rel_error']:.4f} max {r['max_rel_error']:.4f}; left out {100*r['excluded_energy_share']:.2f}% of the delta energy")
+tot = {"read": 0.0, "svd": 0.0, "check": 0.0}
 for m in r['modules']:
-    print(f"  {m['module']:40s} {m['out']}x{m['in']}  energy {m['energy']:.4f}  rel err {m['rel_error']:.4f}")
+    sec = m.get('seconds', {})
+    for k in tot: tot[k] += sec.get(k, 0)
+    print(f"  {m['module']:40s} {m['out']}x{m['in']}  energy {m['energy']:.4f}  rel err {m['rel_error']:.4f}  read {sec.get('read',0):.2f} s svd {sec.get('svd',0):.2f} s check {sec.get('check',0):.2f} s")
+print(f"  summed over modules: read {tot['read']:.2f} s, svd {tot['svd']:.2f} s, check {tot['check']:.2f} s (two modules overlap on a GPU)")
 PY
 done
