@@ -48,9 +48,11 @@ type Backend interface {
 	// Dequantize writes the dense weight of a quantized module into dst,
 	// which must hold exactly out×in elements of dtype (BF16, F16 or F32):
 	// byte for byte what quant.DequantizeInto(dst, mod, tensors, dtype)
-	// writes — for FP8 E4M3 block modules with BF16, F16 or F32 scales,
-	// every element is RNE(float32(code × scale)) in dtype, NaN codes give
-	// 0x7FC0 in BF16 — except that an F32 NaN's payload is unspecified.
+	// writes — every element is RNE(float32(float32(q − zp) × scale)) in
+	// dtype, whatever the format (FP8 E4M3/E5M2, INT8, packed INT4, AWQ;
+	// per tensor, channel, group or block; BF16, F16, F32 or E8M0
+	// scales), NaN gives 0x7FC0 in BF16 and 0x7E00 with the CPU's sign in
+	// F16 — except that an F32 NaN's payload is unspecified.
 	Dequantize(ctx context.Context, dst []byte, mod quant.Module, tensors map[quant.Role][]byte, dtype safetensors.DType) error
 
 	// QuantizeWeight quantizes one dense Linear weight: the same tensors,

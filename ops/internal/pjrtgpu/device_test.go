@@ -327,3 +327,84 @@ func TestQuantizeIntParity(t *testing.T) {
 		t.Errorf("%d cases refused by the CPU, want the %d made to be", refused, IntQuantizeRefused)
 	}
 }
+
+// TestDequantGeneralParity: AWQ, FP8 per tensor/channel, E5M2, E8M0
+// scales, quanto, packed 8/2-bit and F16 outputs, bit for bit.
+func TestDequantGeneralParity(t *testing.T) {
+	d := testDevice(t)
+	for _, c := range GeneralDequantCases(1) {
+		bad, first, err := CheckDequant(d, c)
+		if err != nil {
+			t.Errorf("%s: %v", c.Name, err)
+			continue
+		}
+		if bad > 0 {
+			t.Errorf("%s: %d elements differ; first %s", c.Name, bad, first)
+		}
+	}
+}
+
+// TestDequantGeneralMalformed mutates the general cases (sizes, shapes,
+// strategies, group and block sizes, zero points): wherever the CPU refuses
+// a module, the device must say ErrUnsupported; wherever the device
+// answers, its bytes must be the CPU's.
+func TestDequantGeneralMalformed(t *testing.T) {
+	d := testDevice(t)
+	var mutants []DequantCase
+	for i, c := range append(GeneralDequantCases(2), IntDequantCases(2)...) {
+		if i%3 != 0 {
+			continue
+		}
+		mut := func(name string, f func(m *quant.Module, ts map[quant.Role][]byte)) {
+			m := c.Module
+			m.Tensors = maps.Clone(m.Tensors)
+			ts := maps.Clone(c.Tensors)
+			f(&m, ts)
+			mutants = append(mutants, DequantCase{Name: c.Name + " / " + name, Module: m, Tensors: ts, DType: c.DType})
+		}
+		for r := range c.Tensors {
+			mut("short "+string(r), func(m *quant.Module, ts map[quant.Role][]byte) { ts[r] = ts[r][:len(ts[r])-1] })
+		}
+		mut("out+8", func(m *quant.Module, ts map[quant.Role][]byte) { m.Out += 8 })
+		mut("in+1", func(m *quant.Module, ts map[quant.Role][]byte) { m.In++ })
+		mut("group 7", func(m *quant.Module, ts map[quant.Role][]byte) { m.Scheme.GroupSize = 7 })
+		mut("group 0", func(m *quant.Module, ts map[quant.Role][]byte) { m.Scheme.GroupSize = 0 })
+		mut("block 3x5", func(m *quant.Module, ts map[quant.Role][]byte) { m.Scheme.BlockSize = [2]int{3, 5} })
+		for _, st := range []string{quant.StrategyTensor, quant.StrategyChannel, quant.StrategyGroup, quant.StrategyBlock, "token"} {
+			mut("strategy "+st, func(m *quant.Module, ts map[quant.Role][]byte) { m.Scheme.Strategy = st })
+		}
+		mut("bits 3", func(m *quant.Module, ts map[quant.Role][]byte) { m.Scheme.Bits = 3 })
+		mut("no zero point", func(m *quant.Module, ts map[quant.Role][]byte) { delete(m.Tensors, quant.RoleZeroPoint) })
+		if zt, ok := c.Module.Tensors[quant.RoleZeroPoint]; ok && zt.DType != safetensors.I32 {
+			mut("zero point out of range", func(m *quant.Module, ts map[quant.Role][]byte) {
+				z := slices.Clone(ts[quant.RoleZeroPoint])
+				z[len(z)-1] = 0x7F
+				if zt.DType == safetensors.F32 {
+					z[len(z)-1] = 0x43 // 128 or more
+				}
+				ts[quant.RoleZeroPoint] = z
+			})
+		}
+	}
+	answered, refused := 0, 0
+	for _, c := range mutants {
+		n := c.Module.Out * c.Module.In * c.DType.BitSize() / 8
+		want, got := make([]byte, n), make([]byte, n)
+		cpuErr := quant.DequantizeInto(want, c.Module, c.Tensors, c.DType)
+		devErr := d.Dequantize(got, c.Module, c.Tensors, c.DType)
+		switch {
+		case errors.Is(devErr, ErrUnsupported):
+			refused++
+		case devErr != nil:
+			t.Errorf("%s: device: %v", c.Name, devErr)
+		case cpuErr != nil:
+			t.Errorf("%s: the CPU refuses (%v), the device answers", c.Name, cpuErr)
+		default:
+			answered++
+			if bad, first := compareDequant(c, got, want); bad > 0 {
+				t.Errorf("%s: %d elements differ; first %s", c.Name, bad, first)
+			}
+		}
+	}
+	t.Logf("%d mutants: %d answered bit-identically, %d left to the CPU", len(mutants), answered, refused)
+}

@@ -17,9 +17,19 @@
 //     exact float64 product and rounds subnormal results with integer
 //     arithmetic; the last decodes with integer operations only.
 //     DequantizeBatch runs several modules in one program.
-//   - INT8 per-channel or per-group (compressed-tensors int-quantized) and
-//     packed 4-bit (W4A16 pack-quantized, with or without zero points)
-//     dequantization, bit-identical by the exact float64 product.
+//   - Every other dequantization codec/quant does except act-order g_idx,
+//     with one general kernel (intdq.go, intplan.go): INT8 per tensor,
+//     channel or group (compressed-tensors int-quantized, quanto qint8),
+//     packed 1/2/4/8-bit codes (W4A16 pack-quantized, with or without zero
+//     points), AutoAWQ GEMM (its nibble interleave and K-major scales and
+//     qzeros undone; 8 when there are no qzeros), FP8 E4M3 and E5M2 per
+//     tensor, channel or block (compressed-tensors, native fp8, quanto),
+//     BF16, F16, F32 or E8M0 scales, to BF16, F16 or F32 (FP8 block to
+//     F16 included): bit-identical by the exact float64 product of q − z
+//     and the scale, rounded once to float32, then to the output dtype
+//     with integer arithmetic; an F16 NaN gets the sign the host's float32
+//     arithmetic gives it (F16 output of FP8 codes with a NaN scale is
+//     left to the CPU).
 //   - FP8 block quantization (fp8-block, compressed-tensors or native fp8):
 //     bit-identical to quant.QuantizeWeight. The device reduces each block to
 //     its largest magnitude; the host turns those few numbers into scales with

@@ -18,24 +18,26 @@ import (
 )
 
 // Dequantize computes the dequantized weight of a quantized module into
-// dst, which must have exactly out×in elements of dtype (BF16 or F32): the
-// same bytes as quant.DequantizeInto(dst, mod, tensors, dtype). For BF16
-// that includes NaNs (0x7FC0); for F32, NaN elements are NaN with
-// unspecified payload. The device takes FP8 E4M3 block-quantized modules
-// (compressed-tensors float-quantized with the block strategy, or native
-// fp8 with weight_block_size), with the fastest kernel that passed its
-// probe on this device (see DequantKernels), and INT8 per-channel or
-// per-group (compressed-tensors int-quantized) and packed 4-bit (W4A16,
-// pack-quantized, symmetric or with zero points) modules (see intPlanFor).
+// dst, which must have exactly out×in elements of dtype (BF16, F16 or
+// F32): the same bytes as quant.DequantizeInto(dst, mod, tensors, dtype).
+// For BF16 and F16 that includes NaNs (0x7FC0; 0x7E00 with the sign the
+// CPU gives it); for F32, NaN elements are NaN with unspecified payload.
+// FP8 E4M3 block-quantized modules to BF16 or F32 (compressed-tensors
+// float-quantized with the block strategy, or native fp8 with
+// weight_block_size) take the fastest kernel that passed its probe on this
+// device (see DequantKernels); every other module codec/quant dequantizes
+// except those with an act-order g_idx takes the general kernel (see
+// intPlanFor): INT8, packed codes, AutoAWQ GEMM, FP8 E4M3/E5M2 per tensor,
+// channel or block, E8M0 scales, F16 output.
 //
 // Any other module, and any input that does not have the shapes and sizes
 // its tensors' descriptions promise, gives ErrUnsupported: the CPU kernel
 // handles it, or gives the proper error.
 func (d *Device) Dequantize(dst []byte, mod quant.Module, tensors map[quant.Role][]byte, dtype safetensors.DType) error {
-	if f := mod.Scheme.Format; f == quant.FormatCTInt || f == quant.FormatCTPacked {
-		return d.dequantInt(dst, mod, tensors, dtype)
+	if _, err := fp8BlockPlan(mod, tensors, dtype, len(dst)); err == nil {
+		return d.DequantizeKernel(dst, mod, tensors, dtype, "")
 	}
-	return d.DequantizeKernel(dst, mod, tensors, dtype, "")
+	return d.dequantInt(dst, mod, tensors, dtype)
 }
 
 // DequantizeKernel is Dequantize with a given kernel (one of

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
+	"strings"
 
 	"gonum.org/v1/gonum/mat"
 
@@ -196,7 +198,11 @@ func compareDequant(c DequantCase, got, want []byte) (int, string) {
 		}
 		if !same {
 			if bad == 0 {
-				first = fmt.Sprintf("element [%d, %d] (code 0x%02x): device %#x, cpu %#x", i/c.Module.In, i%c.Module.In, c.Tensors[quant.RoleCodes][i], g, w)
+				code := "packed"
+				if cb := c.Tensors[quant.RoleCodes]; len(cb) == n {
+					code = fmt.Sprintf("0x%02x", cb[i])
+				}
+				first = fmt.Sprintf("element [%d, %d] (code %s): device %#x, cpu %#x", i/c.Module.In, i%c.Module.In, code, g, w)
 			}
 			bad++
 		}
@@ -748,4 +754,228 @@ func i32le(w []int32) []byte {
 		binary.LittleEndian.PutUint32(b[4*i:], uint32(v))
 	}
 	return b
+}
+
+// GeneralDequantCases returns the cases of the general dequantization
+// kernel beyond FP8 block and compressed-tensors INT8/W4A16 to BF16/F32:
+// AutoAWQ GEMM (with qzeros, group 128 and one group per row, and without
+// qzeros), FP8 E4M3 and E5M2 per tensor, per channel and per block
+// (compressed-tensors, native fp8, quanto qfloat8), every code against
+// edge-case scales (zero, negative, subnormal, huge, NaN; ±Inf × 0 giving
+// the host's default NaN), E8M0 scales (every exponent, 0xFF NaN), quanto
+// qint8, INT8 per tensor, packed 8- and 2-bit codes with zero points, and
+// F16 output of every kind, FP8 block included.
+func GeneralDequantCases(seed uint64) []DequantCase {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	var cases []DequantCase
+	outs := []safetensors.DType{safetensors.BF16, safetensors.F16, safetensors.F32}
+	addAll := func(name string, mod quant.Module, tensors map[quant.Role][]byte, dts ...safetensors.DType) {
+		if len(dts) == 0 {
+			dts = outs
+		}
+		for _, dt := range dts {
+			cases = append(cases, DequantCase{Name: fmt.Sprintf("%s %dx%d → %s", name, mod.Out, mod.In, dt), Module: mod, Tensors: tensors, DType: dt})
+		}
+	}
+	p := "model.layers.4.self_attn.v_proj"
+	ti := func(name string, dt safetensors.DType, shape ...uint64) safetensors.TensorInfo {
+		n, _ := dt.ByteLen(shape)
+		return safetensors.TensorInfo{Name: p + "." + name, DType: dt, Shape: shape, End: n}
+	}
+	randScales := func(n int) []float32 {
+		s := make([]float32, n)
+		for i := range s {
+			s[i] = float32(math.Exp(-9+3*rng.Float64())) * float32(1-2*rng.IntN(2))
+		}
+		return s
+	}
+	randBytes := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		return b
+	}
+	// Edge scales without NaN: F16 output of FP8 codes with a NaN scale is
+	// left to the CPU (which NaN's sign survives is the compiler's choice).
+	noNaN := slices.Clone(edgeScales)
+	for i, v := range noNaN {
+		if v != v {
+			noNaN[i] = -65504
+		}
+	}
+
+	// AutoAWQ GEMM.
+	awq := func(name string, out, in, group int, zeros bool, sd safetensors.DType) {
+		groups := in / group
+		codes := make([]uint8, in*out) // K-major [in, out]
+		for i := range codes {
+			codes[i] = uint8(rng.IntN(16))
+		}
+		qw, err := quant.PackAWQ(codes, out)
+		if err != nil {
+			panic(err)
+		}
+		mod := quant.Module{Prefix: p, Out: out, In: in,
+			Scheme: quant.Scheme{Format: quant.FormatAWQ, Type: quant.TypeInt, Bits: 4, CodeDType: safetensors.I32, Strategy: quant.StrategyGroup, GroupSize: group, Symmetric: !zeros},
+			Tensors: map[quant.Role]safetensors.TensorInfo{
+				quant.RoleCodes: ti("qweight", safetensors.I32, uint64(in), uint64(out/8)),
+				quant.RoleScale: ti("scales", sd, uint64(groups), uint64(out)),
+			}}
+		tensors := map[quant.Role][]byte{quant.RoleCodes: i32le(qw), quant.RoleScale: scaleBytes(randScales(groups*out), sd)}
+		if zeros {
+			z := make([]uint8, groups*out)
+			for i := range z {
+				z[i] = uint8(rng.IntN(16))
+			}
+			qz, err := quant.PackAWQ(z, out)
+			if err != nil {
+				panic(err)
+			}
+			mod.Tensors[quant.RoleZeroPoint] = ti("qzeros", safetensors.I32, uint64(groups), uint64(out/8))
+			tensors[quant.RoleZeroPoint] = i32le(qz)
+		}
+		addAll("awq gemm "+name, mod, tensors)
+	}
+	awq("qzeros, group 128", 256, 512, 128, true, safetensors.F16)
+	awq("qzeros, one group per row", 64, 200, 200, true, safetensors.BF16)
+	awq("no qzeros, group 64", 120, 256, 64, false, safetensors.F32)
+
+	// FP8 codes with tensor, channel and block scales.
+	fp8 := func(name string, format string, codeDT safetensors.DType, strategy string, out, in int, codes []byte, sd safetensors.DType, scales []float32, block [2]int, dts ...safetensors.DType) {
+		var shape []uint64
+		switch strategy {
+		case quant.StrategyTensor:
+			shape = []uint64{1}
+		case quant.StrategyChannel:
+			shape = []uint64{uint64(out), 1}
+		default:
+			shape = []uint64{uint64(cdiv(out, block[0])), uint64(cdiv(in, block[1]))}
+		}
+		mod := quant.Module{Prefix: p, Out: out, In: in,
+			Scheme: quant.Scheme{Format: format, Type: quant.TypeFloat, Bits: 8, CodeDType: codeDT, Strategy: strategy, BlockSize: block, Symmetric: true},
+			Tensors: map[quant.Role]safetensors.TensorInfo{
+				quant.RoleCodes: ti("weight", codeDT, uint64(out), uint64(in)),
+				quant.RoleScale: ti("weight_scale", sd, shape...),
+			}}
+		var sb []byte
+		if sd == safetensors.F8E8M0 {
+			sb = make([]byte, len(scales))
+			for i, v := range scales {
+				sb[i] = byte(v)
+			}
+		} else {
+			sb = scaleBytes(scales, sd)
+		}
+		addAll(fmt.Sprintf("%s %s %s %s scales", name, codeDT, strategy, sd), mod, map[quant.Role][]byte{quant.RoleCodes: codes, quant.RoleScale: sb}, dts...)
+	}
+	every := make([]byte, 16*256) // every code in every row
+	for i := range every {
+		every[i] = byte(i)
+	}
+	bf32 := []safetensors.DType{safetensors.BF16, safetensors.F32}
+	f16 := []safetensors.DType{safetensors.F16}
+	for _, codeDT := range []safetensors.DType{safetensors.F8E4M3, safetensors.F8E5M2} {
+		fp8("every code, edge scales", quant.FormatQuanto, codeDT, quant.StrategyChannel, 16, 256, every, safetensors.F32, edgeScales, [2]int{}, bf32...)
+		fp8("every code, edge scales", quant.FormatQuanto, codeDT, quant.StrategyChannel, 16, 256, every, safetensors.BF16, noNaN, [2]int{}, outs...)
+		fp8("every code, edge scales", quant.FormatFP8, codeDT, quant.StrategyBlock, 256, 256, edgeCodes(), safetensors.F16, noNaN, [2]int{64, 64}, outs...)
+		for _, sc := range []float32{0, 3.1e-3, 7.7e-41, 65504} {
+			fp8(fmt.Sprintf("every code, scale %g", sc), quant.FormatFP8, codeDT, quant.StrategyTensor, 16, 256, every, safetensors.F32, []float32{sc}, [2]int{}, outs...)
+		}
+	}
+	fp8("nan scale", quant.FormatFP8, safetensors.F8E4M3, quant.StrategyTensor, 16, 256, every, safetensors.F32, []float32{float32(math.NaN())}, [2]int{}, bf32...)
+	fp8("random", quant.FormatCTFloat, safetensors.F8E4M3, quant.StrategyChannel, 300, 200, randBytes(300*200), safetensors.BF16, randScales(300), [2]int{}, outs...)
+	fp8("random", quant.FormatCTFloat, safetensors.F8E4M3, quant.StrategyTensor, 300, 200, randBytes(300*200), safetensors.F32, randScales(1), [2]int{}, outs...)
+	fp8("random, partial blocks", quant.FormatCTFloat, safetensors.F8E4M3, quant.StrategyBlock, 200, 300, randBytes(200*300), safetensors.BF16, randScales(2*3), [2]int{128, 128}, f16...)
+	fp8("random, partial blocks", quant.FormatFP8, safetensors.F8E4M3, quant.StrategyBlock, 200, 300, randBytes(200*300), safetensors.F32, randScales(2*3), [2]int{128, 128}, f16...)
+	e8 := make([]float32, 16*16)
+	for i := range e8 {
+		e8[i] = float32(i) // every E8M0 code: 2^-127 … 2^127 and NaN
+	}
+	fp8("every exponent", quant.FormatFP8, safetensors.F8E4M3, quant.StrategyBlock, 256, 256, edgeCodes(), safetensors.F8E8M0, e8, [2]int{16, 16}, bf32...)
+
+	// Integer codes: quanto qint8, INT8 per tensor, packed 8- and 2-bit.
+	intMod := func(name, format string, codeDT safetensors.DType, bits int, strategy string, group, out, in int, sd safetensors.DType, scales []float32, zeros bool) {
+		lo, hi := -(1 << (bits - 1)), 1<<(bits-1)-1
+		q := make([]int8, out*in)
+		for i := range q {
+			q[i] = int8(lo + rng.IntN(hi-lo+1))
+		}
+		r, c := out, 1
+		switch strategy {
+		case quant.StrategyTensor:
+			r = 1
+		case quant.StrategyGroup:
+			c = cdiv(in, group)
+		}
+		mod := quant.Module{Prefix: p, Out: out, In: in,
+			Scheme:  quant.Scheme{Format: format, Type: quant.TypeInt, Bits: bits, CodeDType: codeDT, Strategy: strategy, GroupSize: group, Symmetric: !zeros},
+			Tensors: map[quant.Role]safetensors.TensorInfo{quant.RoleScale: ti("weight_scale", sd, uint64(r), uint64(c))}}
+		tensors := map[quant.Role][]byte{}
+		if scales == nil {
+			scales = randScales(r * c)
+		}
+		tensors[quant.RoleScale] = scaleBytes(scales[:r*c], sd)
+		if format == quant.FormatCTPacked {
+			w, err := quant.PackInt32(q, in, bits, quant.Dense)
+			if err != nil {
+				panic(err)
+			}
+			mod.Tensors[quant.RoleCodes] = ti("weight_packed", safetensors.I32, uint64(out), uint64(len(w)/out))
+			tensors[quant.RoleCodes] = i32le(w)
+			mod.Tensors[quant.RoleShape] = ti("weight_shape", safetensors.I64, 2)
+			shape := make([]byte, 16)
+			binary.LittleEndian.PutUint64(shape, uint64(out))
+			binary.LittleEndian.PutUint64(shape[8:], uint64(in))
+			tensors[quant.RoleShape] = shape
+		} else {
+			mod.Tensors[quant.RoleCodes] = ti("weight", safetensors.I8, uint64(out), uint64(in))
+			b := make([]byte, len(q))
+			for i, v := range q {
+				b[i] = byte(v)
+			}
+			tensors[quant.RoleCodes] = b
+		}
+		if zeros {
+			z := make([]int8, r*c)
+			for i := range z {
+				z[i] = int8(lo + rng.IntN(hi-lo+1))
+			}
+			if format == quant.FormatCTPacked {
+				w, err := quant.PackInt32Dim0(z, r, c, bits, quant.Dense)
+				if err != nil {
+					panic(err)
+				}
+				mod.Tensors[quant.RoleZeroPoint] = ti("weight_zero_point", safetensors.I32, uint64(len(w)/c), uint64(c))
+				tensors[quant.RoleZeroPoint] = i32le(w)
+			} else {
+				zf := make([]float32, len(z))
+				for i, v := range z {
+					zf[i] = float32(v)
+				}
+				mod.Tensors[quant.RoleZeroPoint] = ti("weight_zero_point", safetensors.F32, uint64(r), uint64(c))
+				tensors[quant.RoleZeroPoint] = scaleBytes(zf, safetensors.F32)
+			}
+		}
+		addAll(fmt.Sprintf("%s %d-bit %s %s scales zeros=%v", name, bits, strategy, sd, zeros), mod, tensors)
+	}
+	intMod("quanto qint8", quant.FormatQuanto, safetensors.I8, 8, quant.StrategyChannel, 0, 16, 256, safetensors.F32, edgeScales, false)
+	intMod("quanto qint8", quant.FormatQuanto, safetensors.I8, 8, quant.StrategyChannel, 0, 300, 200, safetensors.BF16, nil, false)
+	intMod("int8 per tensor, F32 zero point", quant.FormatCTInt, safetensors.I8, 8, quant.StrategyTensor, 0, 100, 300, safetensors.F16, nil, true)
+	intMod("packed", quant.FormatCTPacked, safetensors.I32, 8, quant.StrategyGroup, 64, 70, 256, safetensors.BF16, nil, true)
+	intMod("packed", quant.FormatCTPacked, safetensors.I32, 2, quant.StrategyChannel, 0, 50, 100, safetensors.F32, nil, true)
+	edge := make([]float32, 40*7)
+	for i := range edge {
+		edge[i] = edgeScales[i%len(edgeScales)]
+	}
+	intMod("packed, edge scales", quant.FormatCTPacked, safetensors.I32, 4, quant.StrategyGroup, 32, 40, 224, safetensors.F16, edge, false)
+	// F16 output of the INT8 and W4A16 cases.
+	for _, c := range IntDequantCases(seed) {
+		if c.DType == safetensors.F32 {
+			c.DType = safetensors.F16
+			c.Name = strings.TrimSuffix(c.Name, "F32") + "F16"
+			cases = append(cases, c)
+		}
+	}
+	return cases
 }

@@ -12,12 +12,14 @@
 //     after its probes and with every kernel (pjrtgpu.DequantKernels:
 //     f8-f64 and int must match everywhere; f8-f32 only where float32
 //     subnormals are kept, which the report says), several modules in one
-//     program, INT8 and packed 4-bit (W4A16) dequantization, fp8-block,
-//     int8 and w4a16 quantization, all bit for bit against codec/quant on
-//     random data and edge cases (subnormal codes, scales and products,
-//     NaN, ±Inf, partial blocks and words, ties, zero cells); the
-//     randomized SVD against the exact optimum of small matrices
-//     (pjrtgpu.DequantCases, IntDequantCases, QuantizeCases,
+//     program, INT8 and packed 4-bit (W4A16) dequantization, the general
+//     dequantization kernel (AWQ, FP8 per tensor/channel, E5M2, E8M0
+//     scales, quanto, F16 output), fp8-block, int8 and w4a16
+//     quantization, all bit for bit against codec/quant on random data and
+//     edge cases (subnormal codes, scales and products, NaN, ±Inf, partial
+//     blocks and words, ties, zero cells); the randomized SVD against the
+//     exact optimum of small matrices (pjrtgpu.DequantCases,
+//     IntDequantCases, GeneralDequantCases, QuantizeCases,
 //     IntQuantizeCases, SVDCases), and twice with one seed for identical
 //     bits;
 //  2. LoRA extraction at -rank on one synthetic Qwen3-32B layer (q, k, v,
@@ -110,8 +112,12 @@ type parity struct {
 	// PackCases and PackOK: every FP8 case with every exact kernel and the
 	// device's choice again with BF16 outputs stored as u32 pairs
 	// (Device.SetDequantPack), and a batch.
-	PackCases, PackOK         int
-	IntCases, IntOK           int // INT8 and packed 4-bit
+	PackCases, PackOK int
+	IntCases, IntOK   int // INT8 and packed 4-bit
+	// GeneralCases: AWQ GEMM, FP8 E4M3/E5M2 per tensor/channel/block,
+	// E8M0 scales, quanto, packed 8/2-bit, F16 outputs
+	// (pjrtgpu.GeneralDequantCases).
+	GeneralCases, GeneralOK   int
 	QuantizeCases, QuantizeOK int
 	QuantizeRefused           int
 	// IntQuantize*: int8 and w4a16 quantization (pjrtgpu.IntQuantizeCases).
@@ -372,6 +378,18 @@ func runParity(dev *pjrtgpu.Device, rep *report) {
 			p.IntOK++
 		}
 	}
+	for _, c := range pjrtgpu.GeneralDequantCases(1) {
+		p.GeneralCases++
+		bad, first, err := pjrtgpu.CheckDequant(dev, c)
+		switch {
+		case err != nil:
+			fail("dequant %s: %v", c.Name, err)
+		case bad > 0:
+			fail("dequant %s: %d elements differ, first %s", c.Name, bad, first)
+		default:
+			p.GeneralOK++
+		}
+	}
 	// Several modules in one program.
 	cases := pjrtgpu.DequantCases(3)
 	var items []pjrtgpu.DequantItem
@@ -497,6 +515,7 @@ func printParity(rep *report) {
 	fmt.Printf("  fp8 dequant batch   all items of one program bit-identical: %v\n", p.BatchOK)
 	fmt.Printf("  fp8 dequant packed  BF16 stored as u32 pairs (every exact kernel, the choice, a batch): %d/%d bit-identical\n", p.PackOK, p.PackCases)
 	fmt.Printf("  int8 / w4a16        %d/%d cases bit-identical (every INT8 code, 4-bit codes with partial words, zero points packed along out, edge-case scales, BF16/F16/F32 scales, BF16/F32 out)\n", p.IntOK, p.IntCases)
+	fmt.Printf("  general dequant     %d/%d cases bit-identical (AWQ GEMM with/without qzeros, FP8 E4M3/E5M2 per tensor/channel/block, every code vs edge scales, E8M0 scales, quanto qint8/qfloat8, packed 8/2-bit, F16 out of every kind)\n", p.GeneralOK, p.GeneralCases)
 	fmt.Printf("  fp8 block quantize  %d/%d cases bit-identical (%d refused by both: NaN, -Inf, scale overflow)\n", p.QuantizeOK, p.QuantizeCases, p.QuantizeRefused)
 	fmt.Printf("  int8/w4a16 quantize %d/%d cases bit-identical: codes, scales, packed zero points (%d refused by both: NaN, +Inf, near-max values, scale overflow, group not dividing in)\n", p.IntQuantizeOK, p.IntQuantizeCases, p.IntQuantizeRefused)
 	fmt.Printf("  randomized SVD      %d/%d cases within 1.01x of the optimum (worst %.5fx); same seed, same bits: %v\n", p.SVDOK, p.SVDCases, p.SVDWorstRatio, p.SVDDeterministic)
