@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -13,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/heft-dev/heft/internal/failpoint"
+	"github.com/heft-dev/heft/internal/vfs"
 	"github.com/heft-dev/heft/store/internal/pack"
 )
 
@@ -64,8 +64,26 @@ type packUsage struct {
 	rec       packRecord
 	liveBytes uint64
 	live      map[ID]Location
-	dead      []ID
+	dead      map[ID]Location
 }
+
+// hasDead reports whether the pack holds anything gc could reclaim: indexed objects
+// no ref reaches, or entries the index does not list at all (a duplicate of an
+// object indexed in another pack, or dead objects an interrupted gc already
+// forgot).
+func (u *packUsage) hasDead() bool {
+	return len(u.dead) > 0 || uint64(len(u.live)+len(u.dead)) < u.rec.Entries
+}
+
+// gcAction is what gc does with one pack.
+type gcAction uint8
+
+const (
+	gcKeep    gcAction = iota // nothing to reclaim, or not enough to rewrite it
+	gcYoung                   // reclaimable, but within the grace period
+	gcDrop                    // nothing live: forget it and delete the file
+	gcRewrite                 // copy the live objects to a new pack, then drop it
+)
 
 // GC removes data no ref reaches.
 func (s *Store) GC(ctx context.Context, opts GCOptions) (*GCResult, error) {
@@ -127,13 +145,11 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (*GCResult, error) {
 	if err := s.addDeltaBases(live); err != nil {
 		return nil, fmt.Errorf("gc refuses to run: %w", err)
 	}
-	res.LiveObjects = len(live)
-
 	usage := map[ID]*packUsage{}
 	missingLive := 0
 	err = s.idx.view(func(tx *bolt.Tx) error {
 		if err := forEachPack(tx, func(id ID, rec packRecord) error {
-			usage[id] = &packUsage{id: id, rec: rec, live: map[ID]Location{}}
+			usage[id] = &packUsage{id: id, rec: rec, live: map[ID]Location{}, dead: map[ID]Location{}}
 			return nil
 		}); err != nil {
 			return err
@@ -150,7 +166,7 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (*GCResult, error) {
 				u.live[id] = loc
 				u.liveBytes += loc.StoredLen
 			} else {
-				u.dead = append(u.dead, id)
+				u.dead[id] = loc
 			}
 			return nil
 		})
@@ -173,7 +189,7 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (*GCResult, error) {
 		if len(u.live) == 0 {
 			continue
 		}
-		if _, err := os.Stat(s.packPath(id)); err != nil {
+		if _, err := s.fs.Stat(s.packPath(id)); err != nil {
 			return nil, fmt.Errorf("gc refuses to run: %w: pack %s holding %d reachable objects: %v (run `heft verify`)", ErrIntegrity, s.packPath(id), len(u.live), err)
 		}
 	}
@@ -187,46 +203,43 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (*GCResult, error) {
 	if !opts.DryRun {
 		failpoint.Hit(failpoint.GCBeforeSweep)
 	}
+	plan := make(map[ID]gcAction, len(ids))
 	for _, id := range ids {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
+		if plan[id], err = s.planPack(usage[id], cutoff, opts.RepackThreshold); err != nil {
+			return res, err
+		}
+	}
+	if err := s.keepRetainedBases(ids, usage, plan, live, cutoff, opts.RepackThreshold); err != nil {
+		return res, fmt.Errorf("gc refuses to run: %w", err)
+	}
+	res.LiveObjects = len(live)
+	for _, id := range ids {
 		u := usage[id]
 		res.DeadObjects += len(u.dead)
 		deadBytes := int64(u.rec.Size) - int64(u.liveBytes)
-		liveShare := float64(u.liveBytes) / float64(max(u.rec.Size, 1))
-		if len(u.dead) == 0 || (len(u.live) > 0 && liveShare >= opts.RepackThreshold) {
+		switch plan[id] {
+		case gcKeep:
 			res.PacksKept++
-			if len(u.dead) > 0 {
+			if u.hasDead() {
 				res.ReclaimableKept += deadBytes
 			}
-			continue
-		}
-		young, err := s.modifiedAfter(s.packPath(id), cutoff)
-		if err != nil {
-			return res, err
-		}
-		if young {
+		case gcYoung:
 			res.ProtectedByAge++
 			res.PacksKept++
-			continue
-		}
-		if len(u.live) == 0 {
+		case gcDrop:
 			res.PacksDeleted++
 			res.BytesFreed += int64(u.rec.Size)
-			if !opts.DryRun {
-				if err := s.dropPack(u); err != nil {
-					return res, err
-				}
-			}
-			continue
+		case gcRewrite:
+			res.PacksRewritten++
+			res.BytesFreed += deadBytes
 		}
-		res.PacksRewritten++
-		res.BytesFreed += deadBytes
-		if !opts.DryRun {
-			if err := s.rewritePack(u); err != nil {
-				return res, err
-			}
+	}
+	if !opts.DryRun {
+		if err := s.sweepPacks(ctx, ids, usage, plan); err != nil {
+			return res, err
 		}
 	}
 	if err := s.sweepUnindexed(cutoff, opts.DryRun, res); err != nil {
@@ -285,7 +298,7 @@ func (s *Store) countUnindexed(live map[ID]Kind) (int, error) {
 }
 
 func (s *Store) modifiedAfter(path string, cutoff time.Time) (bool, error) {
-	st, err := os.Stat(path)
+	st, err := s.fs.Stat(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}
@@ -295,36 +308,146 @@ func (s *Store) modifiedAfter(path string, cutoff time.Time) (bool, error) {
 	return st.ModTime().After(cutoff), nil
 }
 
-// dropPack forgets a pack with no live objects, then deletes its file.
-func (s *Store) dropPack(u *packUsage) error {
+// planPack decides what gc does with one pack.
+func (s *Store) planPack(u *packUsage, cutoff time.Time, threshold float64) (gcAction, error) {
+	liveShare := float64(u.liveBytes) / float64(max(u.rec.Size, 1))
+	if !u.hasDead() || (len(u.live) > 0 && liveShare >= threshold) {
+		return gcKeep, nil
+	}
+	young, err := s.modifiedAfter(s.packPath(u.id), cutoff)
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case young:
+		return gcYoung, nil
+	case len(u.live) == 0:
+		return gcDrop, nil
+	}
+	return gcRewrite, nil
+}
+
+// keepRetainedBases keeps the base of every delta chunk that stays indexed. Dead
+// objects stay indexed in the packs gc keeps (too little to reclaim, or within the
+// grace period); a dead delta chunk among them must still decode, because a later
+// import that produces the same chunk reuses it instead of storing it again. So its
+// base becomes live, which can turn a pack gc meant to drop into one it rewrites or
+// keeps, whose own dead delta chunks then need their bases: repeat until nothing
+// changes (objects only ever move from dead to live).
+func (s *Store) keepRetainedBases(ids []ID, usage map[ID]*packUsage, plan map[ID]gcAction, live map[ID]Kind, cutoff time.Time, threshold float64) error {
+	deadIn := map[ID]*packUsage{}
+	for _, u := range usage {
+		for id := range u.dead {
+			deadIn[id] = u
+		}
+	}
+	checked := map[ID]bool{}
+	for changed := true; changed; {
+		changed = false
+		for _, pid := range ids {
+			if a := plan[pid]; a == gcDrop || a == gcRewrite {
+				continue
+			}
+			for id, loc := range usage[pid].dead {
+				if loc.Codec != codecDelta || checked[id] {
+					continue
+				}
+				checked[id] = true
+				base, err := s.deltaBase(id, loc)
+				if err != nil {
+					return err
+				}
+				bu, ok := deadIn[base]
+				if !ok {
+					continue // live already, or not indexed (verify reports that)
+				}
+				bloc := bu.dead[base]
+				delete(bu.dead, base)
+				delete(deadIn, base)
+				bu.live[base] = bloc
+				bu.liveBytes += bloc.StoredLen
+				live[base] = KindChunk
+				a, err := s.planPack(bu, cutoff, threshold)
+				if err != nil {
+					return err
+				}
+				if a != plan[bu.id] {
+					plan[bu.id] = a
+					changed = true
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// sweepPacks carries out the plan. One index transaction first forgets every dead
+// object of the packs to drop or rewrite, and the packs to drop: an interruption
+// at any point after it leaves no indexed delta chunk without its base (both are
+// forgotten together), and only files the index does not list or objects it lists
+// twice, which the next gc reclaims. Then the dropped packs' files are deleted and
+// the other packs rewritten.
+func (s *Store) sweepPacks(ctx context.Context, ids []ID, usage map[ID]*packUsage, plan map[ID]gcAction) error {
+	var drop, rewrite []ID
+	for _, id := range ids {
+		switch plan[id] {
+		case gcDrop:
+			drop = append(drop, id)
+		case gcRewrite:
+			rewrite = append(rewrite, id)
+		}
+	}
+	if len(drop)+len(rewrite) == 0 {
+		return nil
+	}
 	err := s.idx.update(func(tx *bolt.Tx) error {
-		objs := tx.Bucket(bucketObjects)
-		for _, id := range u.dead {
-			if err := objs.Delete(id[:]); err != nil {
+		objs, packs := tx.Bucket(bucketObjects), tx.Bucket(bucketPacks)
+		for _, id := range append(drop[:len(drop):len(drop)], rewrite...) {
+			for oid := range usage[id].dead {
+				if err := objs.Delete(oid[:]); err != nil {
+					return err
+				}
+			}
+		}
+		for _, id := range drop {
+			if err := packs.Delete(id[:]); err != nil {
 				return err
 			}
 		}
-		return tx.Bucket(bucketPacks).Delete(u.id[:])
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("gc: unindex pack %s: %w", u.id.Short(), err)
+		return fmt.Errorf("gc: unindex dead objects: %w", err)
 	}
-	failpoint.Hit(failpoint.GCAfterForgetPack)
-	s.forgetPackFile(u.id)
-	if err := os.Remove(s.packPath(u.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("gc: delete pack %s: %w", u.id.Short(), err)
+	if len(drop) > 0 {
+		failpoint.Hit(failpoint.GCAfterForgetPack)
+	}
+	for _, id := range drop {
+		s.forgetPackFile(id)
+		if err := s.fs.Remove(s.packPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("gc: delete pack %s: %w", id.Short(), err)
+		}
+	}
+	for _, id := range rewrite {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := s.rewritePack(usage[id]); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
 // rewritePack copies a pack's live entries into a new pack, publishes and indexes
-// it, and only then forgets and deletes the old pack.
+// it, and only then forgets and deletes the old pack. Its dead objects are already
+// forgotten (sweepPacks).
 func (s *Store) rewritePack(u *packUsage) (err error) {
 	src, err := s.packFile(u.id)
 	if err != nil {
 		return err
 	}
-	w, err := pack.NewWriter(s.packsDir())
+	w, err := pack.NewWriterFS(s.fs, s.packsDir())
 	if err != nil {
 		return err
 	}
@@ -368,11 +491,6 @@ func (s *Store) rewritePack(u *packUsage) (err error) {
 				return err
 			}
 		}
-		for _, id := range u.dead {
-			if err := objs.Delete(id[:]); err != nil {
-				return err
-			}
-		}
 		packs := tx.Bucket(bucketPacks)
 		if err := packs.Put(newID[:], packRecord{Size: uint64(info.Size), Entries: uint64(len(info.Entries))}.encode()); err != nil {
 			return err
@@ -383,7 +501,7 @@ func (s *Store) rewritePack(u *packUsage) (err error) {
 		return fmt.Errorf("gc: index rewritten pack: %w", err)
 	}
 	s.forgetPackFile(u.id)
-	if err := os.Remove(s.packPath(u.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := s.fs.Remove(s.packPath(u.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("gc: delete pack %s: %w", u.id.Short(), err)
 	}
 	return nil
@@ -430,7 +548,7 @@ func (s *Store) sweepUnindexed(cutoff time.Time, dryRun bool, res *GCResult) err
 		if dryRun {
 			return nil
 		}
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := s.fs.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("gc: remove %s: %w", path, err)
 		}
 		return nil
@@ -440,7 +558,7 @@ func (s *Store) sweepUnindexed(cutoff time.Time, dryRun bool, res *GCResult) err
 // walkPackDir calls fn for every pack file (isPack, with its ID) and every leftover
 // temp file (isPack false) under packs/.
 func (s *Store) walkPackDir(fn func(path string, info os.FileInfo, id ID, isPack bool) error) error {
-	return filepath.Walk(s.packsDir(), func(path string, info os.FileInfo, err error) error {
+	return vfs.Walk(s.fs, s.packsDir(), func(path string, info os.FileInfo, err error) error {
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
 				return nil

@@ -341,7 +341,7 @@ func (p *packer) add(req writeReq) error {
 		}
 	}
 	if p.w == nil {
-		w, err := pack.NewWriter(p.s.packsDir())
+		w, err := pack.NewWriterFS(p.s.fs, p.s.packsDir())
 		if err != nil {
 			return fmt.Errorf("start pack: %w", err)
 		}

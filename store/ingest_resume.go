@@ -15,7 +15,7 @@ import (
 
 	"github.com/heft-dev/heft/codec/chunkcodec"
 	"github.com/heft-dev/heft/codec/safetensors"
-	"github.com/heft-dev/heft/internal/fsutil"
+	"github.com/heft-dev/heft/internal/vfs"
 	"github.com/heft-dev/heft/store/internal/chunker"
 )
 
@@ -110,7 +110,7 @@ func (s *Store) journalPath(sha256 string) string {
 // are still indexed, or nil when there is none (or it is unreadable, which is
 // treated the same way: the file is fetched whole).
 func (s *Store) readJournal(sha256 string) (*ingestJournal, error) {
-	data, err := os.ReadFile(s.journalPath(sha256))
+	data, err := vfs.ReadFile(s.fs, s.journalPath(sha256))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -155,10 +155,10 @@ func (s *Store) writeJournal(j *ingestJournal) error {
 	if err != nil {
 		return fmt.Errorf("encode ingest journal: %w", err)
 	}
-	if err := os.MkdirAll(s.journalDir(), 0o755); err != nil {
+	if err := s.fs.MkdirAll(s.journalDir(), 0o755); err != nil {
 		return fmt.Errorf("write ingest journal: %w", err)
 	}
-	if err := fsutil.WriteFileAtomic(s.journalPath(j.SHA256), data); err != nil {
+	if err := vfs.WriteFileAtomic(s.fs, s.journalPath(j.SHA256), data, 0o600); err != nil {
 		return fmt.Errorf("write ingest journal: %w", err)
 	}
 	return nil
@@ -166,7 +166,7 @@ func (s *Store) writeJournal(j *ingestJournal) error {
 
 // removeJournal deletes the journal of sha256, if any.
 func (s *Store) removeJournal(sha256 string) error {
-	err := os.Remove(s.journalPath(sha256))
+	err := s.fs.Remove(s.journalPath(sha256))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove ingest journal: %w", err)
 	}
@@ -176,7 +176,7 @@ func (s *Store) removeJournal(sha256 string) error {
 // sweepJournalTemps removes temp files a crash left in the journal directory once
 // they are older than the grace period.
 func (s *Store) sweepJournalTemps() {
-	entries, err := os.ReadDir(s.journalDir())
+	entries, err := s.fs.ReadDir(s.journalDir())
 	if err != nil {
 		return
 	}
@@ -186,7 +186,7 @@ func (s *Store) sweepJournalTemps() {
 			continue
 		}
 		if info, err := e.Info(); err == nil && info.ModTime().Before(cutoff) {
-			_ = os.Remove(filepath.Join(s.journalDir(), e.Name()))
+			_ = s.fs.Remove(filepath.Join(s.journalDir(), e.Name()))
 		}
 	}
 }
@@ -781,7 +781,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // UploadGrace (gc keeps them, so a pull interrupted for less than a day resumes
 // without fetching them again) and, unless dryRun, deletes older journals.
 func (s *Store) journalRoots(dryRun bool) ([]ChunkRef, error) {
-	entries, err := os.ReadDir(s.journalDir())
+	entries, err := s.fs.ReadDir(s.journalDir())
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -801,11 +801,11 @@ func (s *Store) journalRoots(dryRun bool) ([]ChunkRef, error) {
 		}
 		if now.Sub(info.ModTime()) > UploadGrace {
 			if !dryRun {
-				_ = os.Remove(path)
+				_ = s.fs.Remove(path)
 			}
 			continue
 		}
-		data, err := os.ReadFile(path)
+		data, err := vfs.ReadFile(s.fs, path)
 		if err != nil {
 			continue
 		}

@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
-	"syscall"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/heft-dev/heft/codec/chunkcodec"
+	"github.com/heft-dev/heft/internal/vfs"
 	"github.com/heft-dev/heft/store/internal/pack"
 )
 
@@ -19,13 +19,13 @@ import (
 // returned.
 
 // packFile returns a cached read handle for a pack.
-func (s *Store) packFile(id ID) (*os.File, error) {
+func (s *Store) packFile(id ID) (vfs.File, error) {
 	s.packMu.Lock()
 	defer s.packMu.Unlock()
 	if f, ok := s.packFiles[id]; ok {
 		return f, nil
 	}
-	f, err := os.Open(s.packPath(id))
+	f, err := s.fs.Open(s.packPath(id))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, &IntegrityError{Kind: KindChunk, Pack: s.packPath(id), Reason: "pack file is missing"}
@@ -36,8 +36,9 @@ func (s *Store) packFile(id ID) (*os.File, error) {
 	return f, nil
 }
 
-// packMap returns a read-only mapping of a whole pack, cached for the store's life.
-func (s *Store) packMap(id ID) ([]byte, error) {
+// packMap returns a read-only mapping of a whole pack (mmap on the real
+// filesystem), cached for the store's life.
+func (s *Store) packMap(id ID) (vfs.Mapping, error) {
 	s.packMu.Lock()
 	m, ok := s.packMaps[id]
 	s.packMu.Unlock()
@@ -55,14 +56,14 @@ func (s *Store) packMap(id ID) ([]byte, error) {
 	if st.Size() == 0 || st.Size() != int64(int(st.Size())) {
 		return nil, &IntegrityError{Kind: KindChunk, Pack: s.packPath(id), Reason: fmt.Sprintf("pack file has %d bytes", st.Size())}
 	}
-	m, err = syscall.Mmap(int(f.Fd()), 0, int(st.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
+	m, err = s.fs.Map(f)
 	if err != nil {
 		return nil, fmt.Errorf("map pack %s: %w", id.Short(), err)
 	}
 	s.packMu.Lock()
 	defer s.packMu.Unlock()
 	if prev, ok := s.packMaps[id]; ok { // another goroutine mapped it first
-		_ = syscall.Munmap(m)
+		_ = m.Close()
 		return prev, nil
 	}
 	s.packMaps[id] = m
@@ -72,20 +73,17 @@ func (s *Store) packMap(id ID) ([]byte, error) {
 // releaseMapped drops the pages of one entry from this process's mapping once it is
 // decoded: the data stays in the page cache, but a long export would otherwise count
 // every pack page it touched in its resident set.
-func releaseMapped(m []byte, loc Location) {
-	page := uint64(os.Getpagesize())
-	start := (loc.Offset - min(loc.Offset, 64)) / page * page
-	end := min((loc.Offset+loc.StoredLen+page-1)/page*page, uint64(len(m)))
-	if start < end {
-		_ = syscall.Madvise(m[start:end], syscall.MADV_DONTNEED)
-	}
+func releaseMapped(m vfs.Mapping, loc Location) {
+	// From the entry header (60 bytes before the stored bytes) to their end; the
+	// mapping rounds to whole pages.
+	m.DontNeed(int(loc.Offset-min(loc.Offset, 64)), int(loc.Offset+loc.StoredLen))
 }
 
 // readLocated reads, decodes and verifies the object id stored at loc, appending the
 // decoded bytes to dst[:0]. Stored bytes are read from a mapping of the pack (no
 // copy), so dst is the only buffer a caller recycles.
 func (s *Store) readLocated(id ID, loc Location, dst []byte) (out []byte, err error) {
-	m, err := s.packMap(loc.Pack)
+	mapping, err := s.packMap(loc.Pack)
 	if err != nil && errors.Is(err, ErrIntegrity) {
 		// gc in another process may have moved the object to a rewritten pack
 		// since loc was looked up: follow the index once.
@@ -110,8 +108,8 @@ func (s *Store) readLocated(id ID, loc Location, dst []byte) (out []byte, err er
 		}
 	}()
 	e := pack.Entry{ID: pack.ID(id), Kind: uint8(loc.Kind), Codec: loc.Codec, Offset: loc.Offset, RawLen: loc.RawLen, StoredLen: loc.StoredLen, CRC: loc.CRC}
-	defer releaseMapped(m, loc)
-	stored, err := pack.StoredInMap(m, path, e)
+	defer releaseMapped(mapping, loc)
+	stored, err := pack.StoredInMap(mapping.Bytes(), path, e)
 	if err != nil {
 		return dst, &IntegrityError{ID: id, Kind: loc.Kind, Pack: path, Err: err}
 	}

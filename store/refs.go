@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,9 +15,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/heft-dev/heft/internal/fsutil"
-
 	"github.com/heft-dev/heft/internal/failpoint"
+	"github.com/heft-dev/heft/internal/vfs"
 )
 
 // Refs live outside the index, in one small text file rewritten atomically (temp,
@@ -102,8 +102,8 @@ func (s *Store) reflogPath() string { return filepath.Join(s.dir, "logs", "reflo
 
 // readRefs parses the refs file. A missing file is an empty set of refs.
 func (s *Store) readRefs() (map[RefName]refState, error) {
-	data, err := os.ReadFile(s.refsPath())
-	if os.IsNotExist(err) {
+	data, err := vfs.ReadFile(s.fs, s.refsPath())
+	if errors.Is(err, fs.ErrNotExist) {
 		return map[RefName]refState{}, nil
 	}
 	if err != nil {
@@ -283,8 +283,8 @@ func (s *Store) UpdateRefs(updates []RefUpdate, message string) error {
 			return err
 		}
 	}
-	if err := fsutil.WriteFileAtomic(s.refsPath(), encodeRefs(refs)); err != nil {
-		if errors.Is(err, fsutil.ErrNotDurable) {
+	if err := vfs.WriteFileAtomic(s.fs, s.refsPath(), encodeRefs(refs), 0o600); err != nil {
+		if errors.Is(err, vfs.ErrNotDurable) {
 			return fmt.Errorf("write refs: the refs changed, but a crash now could undo it: %w", err)
 		}
 		return fmt.Errorf("write refs: %w", err)
@@ -305,7 +305,7 @@ func (s *Store) appendReflog(e ReflogEntry) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(s.reflogPath(), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	f, err := s.fs.OpenFile(s.reflogPath(), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("open reflog: %w", err)
 	}
@@ -325,8 +325,8 @@ func (s *Store) appendReflog(e ReflogEntry) error {
 // Reflog returns the changes of one ref (or of all refs when r is nil), oldest first.
 // Damaged lines (a torn last write) are skipped: the reflog is informational.
 func (s *Store) Reflog(r *RefName) ([]ReflogEntry, error) {
-	data, err := os.ReadFile(s.reflogPath())
-	if os.IsNotExist(err) {
+	data, err := vfs.ReadFile(s.fs, s.reflogPath())
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {

@@ -45,7 +45,7 @@ func (s *Store) RepairIndex() (*RepairResult, error) {
 		if !isPack {
 			return nil
 		}
-		scan, err := pack.Scan(path)
+		scan, err := pack.ScanFS(s.fs, path)
 		if err != nil {
 			res.DamagedPacks = append(res.DamagedPacks, fmt.Sprintf("%s: %v", path, err))
 			return nil

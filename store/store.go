@@ -8,10 +8,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
-	"syscall"
 	"time"
 
-	"github.com/heft-dev/heft/internal/fsutil"
+	"github.com/heft-dev/heft/internal/vfs"
 )
 
 // Version is the heft version recorded in commit provenance.
@@ -38,6 +37,13 @@ type Options struct {
 	// verified file pieces in memory for FileReaders (`heft serve` sets it), so
 	// repeated downloads of a model decode each piece once. Default 0: none.
 	ReadCacheBytes int64
+	// FS is the filesystem holding the store's own files: packs, refs, config,
+	// reflog, ingest journals (and everything gc removes or repair scans). The
+	// index (index.db) and the lock files (locks/) stay on the real filesystem in
+	// the same directory, since bbolt and flock need real files; a bbolt commit is
+	// durable when it returns. Tests pass a vfs.ErrorFS or vfs.MemFS to inject
+	// faults and simulate crashes. Default vfs.Default (the real filesystem).
+	FS vfs.FS
 }
 
 // DefaultChunkSize is the tensor chunk size: large enough that per-chunk costs
@@ -62,6 +68,9 @@ func (o Options) withDefaults() Options {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.FS == nil {
+		o.FS = vfs.Default
+	}
 	return o
 }
 
@@ -79,6 +88,7 @@ func (o Options) withDefaults() Options {
 type Store struct {
 	dir  string
 	opts Options
+	fs   vfs.FS // opts.FS
 	idx  *index
 	// readCache holds decoded pieces for FileReaders (nil: no cache), layouts
 	// the layouts of opened files (nil: none); both only with ReadCacheBytes.
@@ -88,11 +98,11 @@ type Store struct {
 	skipCheck bool // see SkipCleanupCheck
 
 	packMu    sync.Mutex
-	packFiles map[ID]*os.File // +checklocks:packMu
+	packFiles map[ID]vfs.File // +checklocks:packMu
 	// packMaps are read-only mappings of whole packs. Packs never change once
 	// published, so a mapping stays valid; gc may unlink a mapped pack, whose pages
 	// then live until Close unmaps them.
-	packMaps map[ID][]byte // +checklocks:packMu
+	packMaps map[ID]vfs.Mapping // +checklocks:packMu
 }
 
 type storeConfig struct {
@@ -109,10 +119,10 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dir: abs, opts: opts, packFiles: map[ID]*os.File{}, packMaps: map[ID][]byte{}, readCache: newChunkCache(opts.ReadCacheBytes), layouts: newLayoutCache(opts.ReadCacheBytes > 0)}
+	s := &Store{dir: abs, opts: opts, fs: opts.FS, packFiles: map[ID]vfs.File{}, packMaps: map[ID]vfs.Mapping{}, readCache: newChunkCache(opts.ReadCacheBytes), layouts: newLayoutCache(opts.ReadCacheBytes > 0)}
 	s.idx = &index{path: filepath.Join(abs, "index.db"), timeout: opts.LockTimeout}
 	cfgPath := filepath.Join(abs, "config")
-	data, err := os.ReadFile(cfgPath)
+	data, err := vfs.ReadFile(s.fs, cfgPath)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		if err := s.create(); err != nil {
@@ -133,10 +143,16 @@ func Open(dir string, opts Options) (*Store, error) {
 }
 
 // create lays out a new store. The config file is written last, so a store whose
-// creation was interrupted is simply created again.
+// creation was interrupted is simply created again. The index and the lock
+// directory are on the real filesystem, the rest on s.fs (the same one by default).
 func (s *Store) create() error {
-	for _, d := range []string{s.dir, filepath.Join(s.dir, "packs"), filepath.Join(s.dir, "logs"), filepath.Join(s.dir, "locks")} {
+	for _, d := range []string{s.dir, filepath.Join(s.dir, "locks")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("create store %s: %w", s.dir, err)
+		}
+	}
+	for _, d := range []string{s.dir, s.packsDir(), filepath.Join(s.dir, "logs")} {
+		if err := s.fs.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("create store %s: %w", s.dir, err)
 		}
 	}
@@ -146,10 +162,10 @@ func (s *Store) create() error {
 		}
 	}
 	cfg, _ := json.Marshal(storeConfig{Format: storeFormat, Version: 1})
-	if err := fsutil.WriteFileAtomic(filepath.Join(s.dir, "config"), append(cfg, '\n')); err != nil {
+	if err := vfs.WriteFileAtomic(s.fs, filepath.Join(s.dir, "config"), append(cfg, '\n'), 0o600); err != nil {
 		return fmt.Errorf("create store %s: %w", s.dir, err)
 	}
-	return fsutil.SyncDir(filepath.Dir(s.dir))
+	return s.fs.SyncDir(filepath.Dir(s.dir))
 }
 
 // Dir returns the store's directory.
@@ -164,7 +180,7 @@ func (s *Store) Close() error {
 		delete(s.packFiles, id)
 	}
 	for id, m := range s.packMaps {
-		_ = syscall.Munmap(m)
+		_ = m.Close()
 		delete(s.packMaps, id)
 	}
 	return nil

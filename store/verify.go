@@ -91,7 +91,7 @@ func (s *Store) Verify(ctx context.Context, opts VerifyOptions) (*VerifyResult, 
 		rec, indexed := packs[packID]
 		problem := ""
 		var entries map[ID]pack.Entry
-		switch st, err := os.Stat(path); {
+		switch st, err := s.fs.Stat(path); {
 		case !indexed:
 			problem = "the index lists objects in a pack it does not know"
 		case errors.Is(err, os.ErrNotExist):
@@ -101,7 +101,7 @@ func (s *Store) Verify(ctx context.Context, opts VerifyOptions) (*VerifyResult, 
 		case uint64(st.Size()) != rec.Size:
 			problem = fmt.Sprintf("pack file is %d bytes, the index recorded %d", st.Size(), rec.Size)
 		default:
-			r, err := pack.Open(path)
+			r, err := pack.OpenFS(s.fs, path)
 			if err != nil {
 				problem = err.Error()
 				break

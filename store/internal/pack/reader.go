@@ -3,14 +3,16 @@ package pack
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math"
-	"os"
 	"slices"
+
+	"github.com/heft-dev/heft/internal/vfs"
 )
 
 // Reader reads a finished pack. Its methods are safe for concurrent use.
 type Reader struct {
-	f       *os.File
+	f       vfs.File
 	path    string
 	size    int64
 	trailer trailer
@@ -20,8 +22,11 @@ type Reader struct {
 // layout), reading nothing else. A damaged pack gives an error matching
 // ErrCorrupt; a file that is not a pack gives ErrNotPack. Stored bytes are
 // checked by ReadStored; use Verify to check the whole file.
-func Open(path string) (*Reader, error) {
-	f, err := os.Open(path)
+func Open(path string) (*Reader, error) { return OpenFS(vfs.OS, path) }
+
+// OpenFS is Open on fsys.
+func OpenFS(fsys vfs.FS, path string) (*Reader, error) {
+	f, err := fsys.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: open: %w", path, err)
 	}
@@ -32,7 +37,7 @@ func Open(path string) (*Reader, error) {
 	return r, nil
 }
 
-func newReader(f *os.File, path string) (*Reader, error) {
+func newReader(f vfs.File, path string) (*Reader, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: stat: %w", path, err)
@@ -85,8 +90,8 @@ func (r *Reader) ReadStored(e Entry, buf []byte) ([]byte, error) {
 // object's bytes, and then checks the stored bytes' CRC-32C.
 //
 // The result aliases buf when cap(buf) >= e.StoredLen. Safe for concurrent
-// use on the same *os.File (it only uses ReadAt).
-func ReadStoredAt(f *os.File, path string, e Entry, buf []byte) ([]byte, error) {
+// use on the same file (it only uses ReadAt).
+func ReadStoredAt(f io.ReaderAt, path string, e Entry, buf []byte) ([]byte, error) {
 	if e.StoredLen > MaxStoredLen || e.Offset < firstDataOffset || e.Offset > math.MaxInt64-e.StoredLen {
 		return nil, corruptf(path, int64(min(e.Offset, math.MaxInt64)), e.ID,
 			"entry at offset %d with %d stored bytes is impossible in a pack", e.Offset, e.StoredLen)

@@ -7,7 +7,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"os"
+
+	"github.com/heft-dev/heft/internal/vfs"
 )
 
 // ScanMode says where Scan found a pack's entries.
@@ -62,8 +63,11 @@ type ScanResult struct {
 // and whose stored bytes lie within the file, and stops at the first one
 // that is not. Damage is reported in the result; the error is only for I/O
 // failures, ErrNotPack and ErrUnsupportedVersion.
-func Scan(path string) (ScanResult, error) {
-	f, err := os.Open(path)
+func Scan(path string) (ScanResult, error) { return ScanFS(vfs.OS, path) }
+
+// ScanFS is Scan on fsys.
+func ScanFS(fsys vfs.FS, path string) (ScanResult, error) {
+	f, err := fsys.Open(path)
 	if err != nil {
 		return ScanResult{}, fmt.Errorf("pack %s: open: %w", path, err)
 	}
@@ -149,7 +153,7 @@ func Scan(path string) (ScanResult, error) {
 // that table (so only the footer is damaged) or the footer is intact and
 // names pos and that entry count (so only the table is damaged). File size
 // alone is not enough: a truncated file can have that size by chance.
-func walkComplete(f *os.File, path string, size, pos int64, table []byte) (bool, error) {
+func walkComplete(f io.ReaderAt, path string, size, pos int64, table []byte) (bool, error) {
 	if size-pos != int64(len(table))+footerSize {
 		return false, nil
 	}
@@ -182,8 +186,11 @@ const verifyBufSize = 1 << 20
 // field. It returns nil for a sound pack, otherwise the findings joined
 // (each a *CorruptError, so errors.Is(err, ErrCorrupt)), or ErrNotPack,
 // ErrUnsupportedVersion, or an I/O error.
-func Verify(path string) error {
-	f, err := os.Open(path)
+func Verify(path string) error { return VerifyFS(vfs.OS, path) }
+
+// VerifyFS is Verify on fsys.
+func VerifyFS(fsys vfs.FS, path string) error {
+	f, err := fsys.Open(path)
 	if err != nil {
 		return fmt.Errorf("pack %s: open: %w", path, err)
 	}
@@ -233,7 +240,7 @@ func Verify(path string) error {
 // verifyEntries reads [24, limit) sequentially, checking each entry header
 // and its stored bytes. It returns the entries whose headers were intact;
 // damage goes to errs, and the returned error is for I/O failures only.
-func verifyEntries(f *os.File, path string, limit int64, errs *findings) ([]Entry, error) {
+func verifyEntries(f io.ReaderAt, path string, limit int64, errs *findings) ([]Entry, error) {
 	sr := io.NewSectionReader(f, headerSize, max(limit-headerSize, 0))
 	br := bufio.NewReaderSize(sr, int(min(max(limit, 16), verifyBufSize)))
 	var (

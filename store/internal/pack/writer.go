@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 
 	"github.com/heft-dev/heft/internal/failpoint"
+	"github.com/heft-dev/heft/internal/vfs"
 )
 
 // Entry describes one stored object in a pack.
@@ -45,6 +45,7 @@ const bufSize = 256 << 10
 // Finish; Abort after a successful Finish does nothing.
 type Writer struct {
 	dir     string
+	steps   durableSteps
 	f       tempFile
 	name    string // temp file path, for errors and cleanup
 	bw      *bufio.Writer
@@ -59,14 +60,20 @@ type Writer struct {
 	aborted  bool
 }
 
-// NewWriter creates a temporary pack file DIR/tmp-*.pack and writes the
-// file header to it.
-func NewWriter(dir string) (*Writer, error) {
-	f, err := createTemp(dir, TempPrefix+"*"+Ext)
+// NewWriter creates a temporary pack file DIR/tmp-*.pack on the real
+// filesystem and writes the file header to it.
+func NewWriter(dir string) (*Writer, error) { return newWriter(osSteps(), dir) }
+
+// NewWriterFS is NewWriter on fsys: every file operation of the Writer,
+// including the durability steps, goes through it.
+func NewWriterFS(fsys vfs.FS, dir string) (*Writer, error) { return newWriter(fsSteps(fsys), dir) }
+
+func newWriter(steps durableSteps, dir string) (*Writer, error) {
+	f, err := steps.createTemp(dir, TempPrefix+"*"+Ext)
 	if err != nil {
 		return nil, fmt.Errorf("pack: create temporary pack in %s: %w", dir, classify(err))
 	}
-	w := &Writer{dir: dir, f: f, name: f.Name(), bw: bufio.NewWriterSize(f, bufSize)}
+	w := &Writer{dir: dir, steps: steps, f: f, name: f.Name(), bw: bufio.NewWriterSize(f, bufSize)}
 	h := encodeHeader()
 	if err := w.write(h[:]); err != nil {
 		return nil, errors.Join(err, w.Abort())
@@ -208,10 +215,10 @@ func (w *Writer) finish() (Info, error) {
 
 	final := PathFor(w.dir, id)
 	sub := filepath.Dir(final)
-	if err := os.Mkdir(sub, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := w.steps.fsys.Mkdir(sub, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return Info{}, fmt.Errorf("pack %s: create directory for %s: %w", w.name, final, classify(err))
 	}
-	if _, err := os.Lstat(final); err == nil {
+	if _, err := w.steps.fsys.Stat(final); err == nil {
 		return w.useExisting(final, id)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return Info{}, fmt.Errorf("pack %s: stat %s: %w", w.name, final, err)
@@ -220,7 +227,7 @@ func (w *Writer) finish() (Info, error) {
 	// the Lstat and here; rename then replaces it with identical bytes,
 	// which readers cannot tell apart, so no lock is needed for that.
 	failpoint.Hit(failpoint.PackBeforeRename)
-	if err := renameFile(w.name, final); err != nil {
+	if err := w.steps.rename(w.name, final); err != nil {
 		return Info{}, fmt.Errorf("pack %s: rename to %s: %w", w.name, final, classify(err))
 	}
 	w.removed = true
@@ -234,10 +241,10 @@ func (w *Writer) finish() (Info, error) {
 // syncDirs makes the rename durable: sub holds the new name, and w.dir
 // holds sub, which may have just been created.
 func (w *Writer) syncDirs(sub, final string) error {
-	if err := syncDir(sub); err != nil {
+	if err := w.steps.syncDir(sub); err != nil {
 		return fmt.Errorf("pack %s: fsync directory %s: %w", final, sub, err)
 	}
-	if err := syncDir(w.dir); err != nil {
+	if err := w.steps.syncDir(w.dir); err != nil {
 		return fmt.Errorf("pack %s: fsync directory %s: %w", final, w.dir, err)
 	}
 	return nil
@@ -248,7 +255,7 @@ func (w *Writer) syncDirs(sub, final string) error {
 // pack is reported rather than replaced, because a published pack is never
 // modified; repair decides what to do with it.
 func (w *Writer) useExisting(final string, id ID) (Info, error) {
-	r, err := Open(final)
+	r, err := OpenFS(w.steps.fsys, final)
 	if err != nil {
 		return Info{}, fmt.Errorf("pack %s: a pack named %s already exists but does not open: %w", w.name, final, err)
 	}
@@ -259,7 +266,7 @@ func (w *Writer) useExisting(final string, id ID) (Info, error) {
 	if info.ID != id || !slices.Equal(info.Entries, w.entries) {
 		return Info{}, corruptf(final, 0, ID{}, "existing pack differs from the pack %s being published with the same name", w.name)
 	}
-	if err := os.Remove(w.name); err != nil {
+	if err := w.steps.fsys.Remove(w.name); err != nil {
 		return Info{}, fmt.Errorf("pack %s: remove duplicate of %s: %w", w.name, final, err)
 	}
 	w.removed = true
@@ -277,7 +284,7 @@ func (w *Writer) useExisting(final string, id ID) (Info, error) {
 // bugs and bad RAM or hardware between here and the page cache before the
 // pack is published (restic's verifyHeader).
 func (w *Writer) verifyWritten(id ID, trailerOff int64) error {
-	f, err := os.Open(w.name)
+	f, err := w.steps.fsys.Open(w.name)
 	if err != nil {
 		return fmt.Errorf("pack %s: reopen for verification: %w", w.name, err)
 	}
@@ -332,7 +339,7 @@ func (w *Writer) cleanup() error {
 		}
 	}
 	if !w.removed {
-		if err := os.Remove(w.name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := w.steps.fsys.Remove(w.name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("pack %s: remove temporary file: %w", w.name, err))
 		} else {
 			w.removed = true
