@@ -382,18 +382,10 @@ func targetModules(mods []loraPlan) []string {
 func extractModule(ctx context.Context, be Backend, base, tuned *denseView, name string, out, in, rank int, dtype string, seed uint64) (a, b []byte, rep LoraModule, err error) {
 	var times LoraModuleTimes
 	lap := stopwatch()
-	tv, err := tuned.floats(name, nil)
+	tv, err := deltaFloats(tuned, base, name)
 	if err != nil {
 		return nil, nil, rep, err
 	}
-	bv, err := base.floats(name, nil)
-	if err != nil {
-		return nil, nil, rep, err
-	}
-	for i := range tv {
-		tv[i] -= bv[i]
-	}
-	bv = nil
 	delta, err := linalg.MatrixOf(out, in, tv)
 	if err != nil {
 		return nil, nil, rep, err
