@@ -21,6 +21,14 @@ func deviceFlag() cli.Flag {
 	return &cli.StringFlag{Name: "device", Value: "auto", Usage: "where to compute: auto (a GPU if one works, else the CPU), cpu or gpu (heft doctor tells what auto finds)", EnvVars: []string{"HEFT_DEVICE"}}
 }
 
+// dequantDeviceFlag is --device for dequant, whose default is the CPU: its
+// kernels run at memory speed on all cores, and on the measured H200 host
+// (16 cores) the round trip of every weight over PCIe made the GPU path half
+// as fast end to end (docs/benchmarks.md).
+func dequantDeviceFlag() cli.Flag {
+	return &cli.StringFlag{Name: "device", Value: "cpu", Usage: "where to compute: cpu (default: faster here than the transfers to a GPU and back), gpu, or auto (a GPU if one works)", EnvVars: []string{"HEFT_DEVICE"}}
+}
+
 // pluginFlag names the PJRT plugin explicitly.
 func pluginFlag() cli.Flag {
 	return &cli.StringFlag{Name: "pjrt-plugin", Usage: "PJRT plugin (.so) for --device auto or gpu (default: PJRT_PLUGIN_LIBRARY_PATH, then the jax CUDA 13/12 wheels python3 finds)", EnvVars: []string{"HEFT_PJRT_PLUGIN"}}
@@ -85,7 +93,7 @@ func cmdDequant() *cli.Command {
 			&cli.StringFlag{Name: "name", Aliases: []string{"n"}, Usage: "ref to write, NAME[:TAG]", Required: true},
 			&cli.BoolFlag{Name: "materialize", Usage: "store the dense weights as data instead of recipes"},
 			&cli.StringFlag{Name: "message", Aliases: []string{"m"}, Usage: "commit message"},
-			deviceFlag(), pluginFlag(),
+			dequantDeviceFlag(), pluginFlag(),
 		),
 		Action: withStore(1, "dequant takes one REF", func(c *cli.Context, e *env, s *store.Store) error {
 			be, _, err := openBackend(c, e)
