@@ -148,6 +148,9 @@ func (s *Store) WriteSafetensors(ctx context.Context, path string, metadata map[
 			storeStart := time.Now()
 			switch {
 			case p.recipe != nil:
+				// Hashed here rather than in the producer, so that hashing,
+				// producing and the file hasher run as three stages at once.
+				p.recipe.Recipe.Output = Sum(data)
 				if opts.Materialize {
 					tid, err = s.putTensorData(sess, ti, data)
 				} else {
@@ -290,8 +293,7 @@ func (s *Store) produceTensors(ctx context.Context, tensors []safetensors.Tensor
 					break
 				}
 			}
-			r.Output = Sum(p.data)
-			p.recipe = &t
+			p.recipe = &t // its output hash is taken by the storing loop
 		}
 		p.err = err
 		if !send(p) {
