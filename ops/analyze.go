@@ -32,8 +32,8 @@ type AnalyzeOptions struct {
 	// PNG, when set, receives a plot of energy vs rank per module type.
 	PNG  io.Writer
 	Seed uint64
-	// Backend computes the SVDs, quantizations and dequantizations (nil:
-	// the CPU).
+	// Backend computes the SVDs, quantizations and dequantizations, the
+	// norms and the cosines (nil: the CPU).
 	Backend Backend
 }
 
@@ -218,8 +218,13 @@ func analyzeModule(ctx context.Context, be Backend, base, tuned, qview *denseVie
 	for i := range tv {
 		tv[i] -= w[i]
 	}
-	wNorm := linalg.FrobeniusNorm(wm)
-	am.DeltaNorm = linalg.FrobeniusNorm(delta)
+	wNorm, err := be.FrobeniusNorm(ctx, wm)
+	if err != nil {
+		return am, fmt.Errorf("%s: %w", name, err)
+	}
+	if am.DeltaNorm, err = be.FrobeniusNorm(ctx, delta); err != nil {
+		return am, fmt.Errorf("%s: %w", name, err)
+	}
 	if wNorm > 0 {
 		am.RelDelta = am.DeltaNorm / wNorm
 	}
@@ -272,14 +277,17 @@ func analyzeModule(ctx context.Context, be Backend, base, tuned, qview *denseVie
 	}
 	noise, _ := linalg.MatrixOf(out, in, dq)
 	if wNorm > 0 {
-		am.NoiseNorm = linalg.FrobeniusNorm(noise) / wNorm
+		nn, err := be.FrobeniusNorm(ctx, noise)
+		if err != nil {
+			return am, fmt.Errorf("%s: %w", name, err)
+		}
+		am.NoiseNorm = nn / wNorm
 	}
-	if am.CosNoiseDelta, err = linalg.Cosine(noise, delta); err != nil {
+	if am.CosNoiseDelta, err = be.Cosine(ctx, noise, delta); err != nil {
 		return am, err
 	}
 	a, b := svd.Split(true)
-	lora := linalg.Mul(b, a)
-	if am.CosNoiseLoRA, err = linalg.Cosine(noise, lora); err != nil {
+	if am.CosNoiseLoRA, err = be.CosineLowRank(ctx, noise, b, a); err != nil {
 		return am, err
 	}
 	return am, nil

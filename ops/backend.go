@@ -77,6 +77,36 @@ type Backend interface {
 	// linalg.ErrShape or linalg.ErrNotFinite as the CPU's do.
 	TruncatedSVD(ctx context.Context, a Matrix, rank int, opts SVDOptions) (SVD, error)
 
+	// Merge sets dst = w + scale·(b·a) (w and dst m×n, b m×r, a r×n; dst
+	// may be w) as linalg.Merge: the product in float32, the sum rounded
+	// once to float32. The CPU's bits are deterministic; an accelerated
+	// backend sums the product in another order, which no device can be
+	// made to follow, so its elements are not bit-identical but within
+	// 2·|scale|·γ_{r+2}·(|b|·|a|)_ij + 2^-23·|result| + 2^-124 of the CPU's
+	// (γ_k = k·2^-24/(1 − k·2^-24); pjrtgpu.MergeTolerance): in practice
+	// about 70 % of float32 results and all but a few in 10^5 of their BF16
+	// roundings are the CPU's. Shape errors wrap linalg.ErrShape as the
+	// CPU's do.
+	Merge(ctx context.Context, dst, w, b, a Matrix, scale float32) error
+
+	// FrobeniusNorm returns linalg.FrobeniusNorm(a) (squares summed in
+	// float64); an accelerated backend sums in another order: relative
+	// difference at most 2·γ_n(float64), n = rows·cols
+	// (pjrtgpu.NormTolerance).
+	FrobeniusNorm(ctx context.Context, a Matrix) (float64, error)
+
+	// Cosine returns linalg.Cosine(x, y) (0 for a zero input, NaN for a
+	// NaN, ErrShape for different shapes); an accelerated backend's differs
+	// by at most 8·γ_n(float64) (pjrtgpu.CosineTolerance).
+	Cosine(ctx context.Context, x, y Matrix) (float64, error)
+
+	// CosineLowRank returns linalg.Cosine(x, linalg.Mul(b, a)), the cosine
+	// between x and a low-rank product, without the product leaving an
+	// accelerated backend; its float32 product rounds differently, so it
+	// differs by at most 4·γ_{r+1}·κ + 8·γ_n(float64), κ = ‖|b|·|a|‖_F /
+	// ‖b·a‖_F (pjrtgpu.CosineLowRankTolerance).
+	CosineLowRank(ctx context.Context, x, b, a Matrix) (float64, error)
+
 	// Close releases the device (a no-op for the CPU).
 	Close() error
 }
@@ -108,6 +138,37 @@ func (cpuBackend) TruncatedSVD(ctx context.Context, a Matrix, rank int, opts SVD
 		return SVD{}, err
 	}
 	return linalg.TruncatedSVD(a, rank, opts)
+}
+
+func (cpuBackend) Merge(ctx context.Context, dst, w, b, a Matrix, scale float32) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return linalg.Merge(dst, w, b, a, scale)
+}
+
+func (cpuBackend) FrobeniusNorm(ctx context.Context, a Matrix) (float64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	return linalg.FrobeniusNorm(a), nil
+}
+
+func (cpuBackend) Cosine(ctx context.Context, x, y Matrix) (float64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	return linalg.Cosine(x, y)
+}
+
+func (cpuBackend) CosineLowRank(ctx context.Context, x, b, a Matrix) (float64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if b.Cols != a.Rows || len(b.Data) != b.Rows*b.Cols || len(a.Data) != a.Rows*a.Cols {
+		return 0, fmt.Errorf("%w: CosineLowRank: b %d×%d, a %d×%d", linalg.ErrShape, b.Rows, b.Cols, a.Rows, a.Cols)
+	}
+	return linalg.Cosine(x, linalg.Mul(b, a))
 }
 
 func (cpuBackend) Close() error { return nil }
@@ -252,6 +313,62 @@ func (g *gpuBackend) TruncatedSVD(ctx context.Context, a Matrix, rank int, opts 
 		return SVD{}, fmt.Errorf("gpu: truncated SVD of a %d×%d matrix: %w", a.Rows, a.Cols, err)
 	}
 	return res, nil
+}
+
+func (g *gpuBackend) Merge(ctx context.Context, dst, w, b, a Matrix, scale float32) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := g.dev.Merge(dst, w, b, a, scale)
+	if errors.Is(err, pjrtgpu.ErrUnsupported) {
+		return g.cpu.Merge(ctx, dst, w, b, a, scale)
+	}
+	if err != nil {
+		return fmt.Errorf("gpu: merge of a %d×%d weight: %w", w.Rows, w.Cols, err)
+	}
+	return nil
+}
+
+func (g *gpuBackend) FrobeniusNorm(ctx context.Context, a Matrix) (float64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	v, err := g.dev.FrobeniusNorm(a)
+	if errors.Is(err, pjrtgpu.ErrUnsupported) {
+		return g.cpu.FrobeniusNorm(ctx, a)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("gpu: norm of a %d×%d matrix: %w", a.Rows, a.Cols, err)
+	}
+	return v, nil
+}
+
+func (g *gpuBackend) Cosine(ctx context.Context, x, y Matrix) (float64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	v, err := g.dev.Cosine(x, y)
+	if errors.Is(err, pjrtgpu.ErrUnsupported) {
+		return g.cpu.Cosine(ctx, x, y)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("gpu: cosine of %d×%d matrices: %w", x.Rows, x.Cols, err)
+	}
+	return v, nil
+}
+
+func (g *gpuBackend) CosineLowRank(ctx context.Context, x, b, a Matrix) (float64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	v, err := g.dev.CosineLowRank(x, b, a)
+	if errors.Is(err, pjrtgpu.ErrUnsupported) {
+		return g.cpu.CosineLowRank(ctx, x, b, a)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("gpu: cosine with a rank-%d product: %w", b.Cols, err)
+	}
+	return v, nil
 }
 
 func (g *gpuBackend) Close() error {

@@ -93,6 +93,39 @@ func TestCPUBackendIsTheKernels(t *testing.T) {
 			t.Fatal("SVD differs from linalg.TruncatedSVD")
 		}
 	}
+	// Merge, norms and cosines are linalg's, bit for bit.
+	bm, am := linalg.NewMatrix(120, 4), linalg.NewMatrix(4, 90)
+	for i := range bm.Data {
+		bm.Data[i] = float32(r.NormFloat64())
+	}
+	for i := range am.Data {
+		am.Data[i] = float32(r.NormFloat64())
+	}
+	got1, want1 := linalg.NewMatrix(120, 90), linalg.NewMatrix(120, 90)
+	if err := be.Merge(ctx, got1, a, bm, am, 0.5); err != nil {
+		t.Fatal(err)
+	}
+	if err := linalg.Merge(want1, a, bm, am, 0.5); err != nil {
+		t.Fatal(err)
+	}
+	for i := range want1.Data {
+		if got1.Data[i] != want1.Data[i] {
+			t.Fatal("merge differs from linalg.Merge")
+		}
+	}
+	if n, _ := be.FrobeniusNorm(ctx, a); n != linalg.FrobeniusNorm(a) {
+		t.Error("norm differs from linalg.FrobeniusNorm")
+	}
+	c1, _ := be.Cosine(ctx, a, want1)
+	c2, _ := linalg.Cosine(a, want1)
+	c3, _ := be.CosineLowRank(ctx, a, bm, am)
+	c4, _ := linalg.Cosine(a, linalg.Mul(bm, am))
+	if c1 != c2 || c3 != c4 {
+		t.Error("cosines differ from linalg.Cosine")
+	}
+	if _, err := be.CosineLowRank(ctx, a, bm, linalg.NewMatrix(5, 90)); !errors.Is(err, linalg.ErrShape) {
+		t.Errorf("low-rank cosine of mismatched factors: %v", err)
+	}
 	a.Data[5] = float32(math.Inf(1))
 	if _, err := be.TruncatedSVD(ctx, a, 8, ops.SVDOptions{}); !errors.Is(err, linalg.ErrNotFinite) {
 		t.Errorf("Inf: %v", err)
@@ -158,7 +191,7 @@ func TestOpsOnPJRT(t *testing.T) {
 	}
 	defer be.Close()
 	t.Logf("backend %s (%s)", be.Name(), rep.Reason)
-	_, m, _, _ := loraFamily(t)
+	s, m, _, _ := loraFamily(t)
 	for _, method := range []string{"a", "b"} {
 		base := "org/base"
 		if method == "b" {
@@ -189,14 +222,54 @@ func TestOpsOnPJRT(t *testing.T) {
 	}
 	for i, mc := range cpu.Modules {
 		md := dev.Modules[i]
-		// Quantization noise is bit-exact on the device.
-		if md.NoiseNorm != mc.NoiseNorm || md.CosNoiseDelta != mc.CosNoiseDelta {
+		// The quantization noise is bit-exact on the device; its norm and
+		// cosine are float64 sums in another order (Backend.FrobeniusNorm,
+		// Cosine: within a few γ_n(float64), far below 1e-10 here).
+		if math.Abs(md.NoiseNorm-mc.NoiseNorm) > 1e-10*mc.NoiseNorm || math.Abs(md.CosNoiseDelta-mc.CosNoiseDelta) > 1e-10 {
 			t.Errorf("%s: noise %v / %v, cpu %v / %v", mc.Module, md.NoiseNorm, md.CosNoiseDelta, mc.NoiseNorm, mc.CosNoiseDelta)
+		}
+		if math.Abs(md.DeltaNorm-mc.DeltaNorm) > 1e-10*mc.DeltaNorm {
+			t.Errorf("%s: ‖Δ‖ %v, cpu %v", mc.Module, md.DeltaNorm, mc.DeltaNorm)
 		}
 		for j := range mc.Energy {
 			if math.Abs(md.Energy[j]-mc.Energy[j]) > 1e-3 {
 				t.Errorf("%s: energy %v, cpu %v", mc.Module, md.Energy, mc.Energy)
 			}
 		}
+	}
+	// Merging the extracted adapter back on the device: W + s·B·A with the
+	// device's float32 product, BF16 like the CPU's but for rare one-ulp
+	// differences at rounding ties (Backend.Merge).
+	if _, err := ops.LoraMerge(ctx, m, ops.LoraMergeOptions{Base: "org/base", Adapter: "org/lora-cpu-a", Name: "org/merged-cpu"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ops.LoraMerge(ctx, m, ops.LoraMergeOptions{Base: "org/base", Adapter: "org/lora-cpu-a", Name: "org/merged-dev", Backend: be}); err != nil {
+		t.Fatal(err)
+	}
+	mc, md := readTensors(t, export(t, s, "org/merged-cpu")), readTensors(t, export(t, s, "org/merged-dev"))
+	diff, total := 0, 0
+	for name, tc := range mc {
+		td := md[name]
+		if tc.DType != safetensors.BF16 || len(td.Data) != len(tc.Data) {
+			if string(td.Data) != string(tc.Data) {
+				t.Errorf("%s differs", name)
+			}
+			continue
+		}
+		for i := 0; i < len(tc.Data); i += 2 {
+			total++
+			c, d := binary.LittleEndian.Uint16(tc.Data[i:]), binary.LittleEndian.Uint16(td.Data[i:])
+			if c == d {
+				continue
+			}
+			diff++
+			if cd, dd := int(c&0x7FFF), int(d&0x7FFF); c&0x8000 != d&0x8000 || cd-dd > 1 || dd-cd > 1 {
+				t.Errorf("%s element %d: device %#04x, cpu %#04x", name, i/2, d, c)
+			}
+		}
+	}
+	t.Logf("merge on the device: %d of %d BF16 values one ulp from the CPU's", diff, total)
+	if diff*1000 > total {
+		t.Errorf("merge: %d of %d values differ", diff, total)
 	}
 }

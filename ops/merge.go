@@ -20,8 +20,9 @@ type LoraMergeOptions struct {
 	Base, Adapter string // REFs
 	Name          string // ref to write
 	Message       string
-	// Backend dequantizes a quantized base (nil: the CPU). The merge
-	// itself runs on the CPU.
+	// Backend dequantizes a quantized base and computes W + scale·B·A
+	// (nil: the CPU; see Backend.Merge for how closely a GPU's merge
+	// follows the CPU's).
 	Backend Backend
 }
 
@@ -162,6 +163,7 @@ func LoraMerge(ctx context.Context, m Models, opts LoraMergeOptions) (*LoraMerge
 		}
 	}
 	res := &LoraMergeResult{Ref: opts.Name}
+	be := backendOr(opts.Backend)
 	out := newOutput()
 	place := func(name string, t TensorOut) {
 		p := baseMd.tensors[name]
@@ -177,7 +179,7 @@ func LoraMerge(ctx context.Context, m Models, opts LoraMergeOptions) (*LoraMerge
 			continue
 		}
 		res.Merged++
-		place(name, TensorOut{Name: name, DType: t.DType, Shape: t.Shape, Data: mergeData(base, name, t.DType, p.a, p.b, ac.scaling(mod), m)})
+		place(name, TensorOut{Name: name, DType: t.DType, Shape: t.Shape, Data: mergeData(ctx, be, base, name, t.DType, p.a, p.b, ac.scaling(mod), m)})
 	}
 	for _, qmod := range base.qm.Modules {
 		name := qmod.WeightName()
@@ -190,7 +192,7 @@ func LoraMerge(ctx context.Context, m Models, opts LoraMergeOptions) (*LoraMerge
 		if lp, ok := pairs[mod.Prefix]; ok {
 			res.Merged++
 			out.shards[shard] = append(out.shards[shard], TensorOut{Name: name, DType: string(safetensors.BF16), Shape: shape,
-				Data: mergeData(base, name, string(safetensors.BF16), lp.a, lp.b, ac.scaling(mod.Prefix), m)})
+				Data: mergeData(ctx, be, base, name, string(safetensors.BF16), lp.a, lp.b, ac.scaling(mod.Prefix), m)})
 			continue
 		}
 		var roles []quant.Role
@@ -233,8 +235,9 @@ func LoraMerge(ctx context.Context, m Models, opts LoraMergeOptions) (*LoraMerge
 	return res, nil
 }
 
-// mergeData computes one merged weight: W + scale·B·A in float32, rounded to dtype.
-func mergeData(base *denseView, name, dtype string, a, b Tensor, scale float32, m Models) func(dst []byte) ([]byte, error) {
+// mergeData computes one merged weight on be: W + scale·B·A in float32,
+// rounded to dtype.
+func mergeData(ctx context.Context, be Backend, base *denseView, name, dtype string, a, b Tensor, scale float32, m Models) func(dst []byte) ([]byte, error) {
 	return func(dst []byte) ([]byte, error) {
 		w, err := base.floats(name, nil)
 		if err != nil {
@@ -267,7 +270,7 @@ func mergeData(base *denseView, name, dtype string, a, b Tensor, scale float32, 
 		if err != nil {
 			return nil, err
 		}
-		if err := linalg.Merge(wm, wm, bm, am, scale); err != nil {
+		if err := be.Merge(ctx, wm, wm, bm, am, scale); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		return encodeFloats(dtype, wm.Data, dst)

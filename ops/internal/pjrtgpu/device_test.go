@@ -408,3 +408,24 @@ func TestDequantGeneralMalformed(t *testing.T) {
 	}
 	t.Logf("%d mutants: %d answered bit-identically, %d left to the CPU", len(mutants), answered, refused)
 }
+
+// TestReduceParity: the merge and the analysis reductions within their
+// stated bounds of the CPU's.
+func TestReduceParity(t *testing.T) {
+	d := testDevice(t)
+	for _, c := range ReduceCases(1) {
+		bad, err := CheckReduce(d, c)
+		if err != nil {
+			t.Errorf("%s: %v", c.Name, err)
+		}
+		for _, b := range bad {
+			t.Errorf("%s: %s", c.Name, b)
+		}
+	}
+	if _, err := d.Cosine(linalg.NewMatrix(3, 4), linalg.NewMatrix(4, 3)); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("mismatched cosine: %v", err)
+	}
+	if err := d.Merge(linalg.NewMatrix(3, 4), linalg.NewMatrix(3, 4), linalg.NewMatrix(3, 2), linalg.NewMatrix(3, 4), 1); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("mismatched merge: %v", err)
+	}
+}

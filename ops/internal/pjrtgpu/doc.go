@@ -17,6 +17,7 @@
 //     exact float64 product and rounds subnormal results with integer
 //     arithmetic; the last decodes with integer operations only.
 //     DequantizeBatch runs several modules in one program.
+//
 //   - Every other dequantization codec/quant does except act-order g_idx,
 //     with one general kernel (intdq.go, intplan.go): INT8 per tensor,
 //     channel or group (compressed-tensors int-quantized, quanto qint8),
@@ -30,6 +31,7 @@
 //     with integer arithmetic; an F16 NaN gets the sign the host's float32
 //     arithmetic gives it (F16 output of FP8 codes with a NaN scale is
 //     left to the CPU).
+//
 //   - FP8 block quantization (fp8-block, compressed-tensors or native fp8):
 //     bit-identical to quant.QuantizeWeight. The device reduces each block to
 //     its largest magnitude; the host turns those few numbers into scales with
@@ -37,6 +39,7 @@
 //     every error are the CPU's); the device then computes every code as
 //     float32(float64(x)·(1/s)) clamped to ±448 and encoded by the integer
 //     rule of formats.md §1.2.
+//
 //   - INT8 (per-channel RTN) and W4A16 (symmetric or asymmetric, per group
 //     or per channel) quantization: bit-identical to quant.QuantizeWeight
 //     (codes, scales, zero points, packing). The device reduces each scale
@@ -44,6 +47,7 @@
 //     points with codec/quant's float32 arithmetic (intqhost.go), and the
 //     device computes RNE(clamp(f32(f32(float64(x)·(1/s)) + zp))) and packs
 //     4-bit codes eight to an int32 word (intq.go).
+//
 //   - The randomized truncated SVD of LoRA extraction and analysis: the
 //     algorithm of linalg.TruncatedSVD (same Gaussian sketch for a seed, same
 //     adaptive power iterations and stopping rule, same small Gram-matrix
@@ -55,6 +59,16 @@
 //     device runs ahead; its symmetric eigensolver (hosteig.go, hosttri.go)
 //     splits its work over the cores. The factors are checked for
 //     orthogonality before they are returned.
+//
+//   - The LoRA merge W + s·B·A (float32 product with true float32
+//     multiplies) and the reductions of `heft analyze` (Frobenius norms and
+//     cosines summed in float64 from exactly widened values; the cosine
+//     with a low-rank product B·A without moving the product off the
+//     device), reduce.go. They cannot be bit-identical (the CPU's and the
+//     device's orders of summation differ, and no device can be made to
+//     follow linalg's GEMM); reducehost.go states and the tests check the
+//     bounds: MergeTolerance, NormTolerance, CosineTolerance,
+//     CosineLowRankTolerance.
 //
 // Whatever the device cannot take (another format, an unusual dtype, a
 // program the plugin cannot compile, a malformed input, a result that

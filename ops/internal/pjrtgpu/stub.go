@@ -85,6 +85,18 @@ func (d *Device) QuantizeInt(quant.QuantizeScheme, safetensors.TensorInfo, []byt
 	return nil, unavailable()
 }
 
+// FrobeniusNorm fails: there is no device in this build.
+func (d *Device) FrobeniusNorm(linalg.Matrix) (float64, error) { return 0, unavailable() }
+
+// Cosine fails: there is no device in this build.
+func (d *Device) Cosine(x, y linalg.Matrix) (float64, error) { return 0, unavailable() }
+
+// CosineLowRank fails: there is no device in this build.
+func (d *Device) CosineLowRank(x, b, a linalg.Matrix) (float64, error) { return 0, unavailable() }
+
+// Merge fails: there is no device in this build.
+func (d *Device) Merge(dst, w, b, a linalg.Matrix, scale float32) error { return unavailable() }
+
 // TruncatedSVD fails: there is no device in this build.
 func (d *Device) TruncatedSVD(linalg.Matrix, int, SVDOptions) (linalg.SVD, error) {
 	return linalg.SVD{}, unavailable()

@@ -20,8 +20,9 @@
 //     blocks and words, ties, zero cells); the randomized SVD against the
 //     exact optimum of small matrices (pjrtgpu.DequantCases,
 //     IntDequantCases, GeneralDequantCases, QuantizeCases,
-//     IntQuantizeCases, SVDCases), and twice with one seed for identical
-//     bits;
+//     IntQuantizeCases, SVDCases); the LoRA merge and the analysis
+//     reductions within their stated bounds (ReduceCases); the SVD twice
+//     with one seed for identical bits;
 //  2. LoRA extraction at -rank on one synthetic Qwen3-32B layer (q, k, v,
 //     o, gate, up, down; BF16 base and a tuned copy differing by a rank-64
 //     delta plus noise): the device's time per module (after a warm-up run
@@ -123,10 +124,13 @@ type parity struct {
 	// IntQuantize*: int8 and w4a16 quantization (pjrtgpu.IntQuantizeCases).
 	IntQuantizeCases, IntQuantizeOK int
 	IntQuantizeRefused              int
-	SVDCases, SVDOK                 int
-	SVDWorstRatio                   float64
-	SVDDeterministic                bool
-	Details                         []string
+	// ReduceCases: merge W + s·B·A, ‖X‖, cos(X, Y), cos(X, B·A) within
+	// their stated bounds of the CPU's (pjrtgpu.ReduceCases).
+	ReduceCases, ReduceOK int
+	SVDCases, SVDOK       int
+	SVDWorstRatio         float64
+	SVDDeterministic      bool
+	Details               []string
 }
 
 type loraModule struct {
@@ -457,6 +461,18 @@ func runParity(dev *pjrtgpu.Device, rep *report) {
 	if p.IntQuantizeRefused != pjrtgpu.IntQuantizeRefused {
 		fail("int quantize: %d cases refused, want %d", p.IntQuantizeRefused, pjrtgpu.IntQuantizeRefused)
 	}
+	for _, c := range pjrtgpu.ReduceCases(1) {
+		p.ReduceCases++
+		bad, err := pjrtgpu.CheckReduce(dev, c)
+		switch {
+		case err != nil:
+			fail("merge/reduce %s: %v", c.Name, err)
+		case len(bad) > 0:
+			fail("merge/reduce %s: %s", c.Name, strings.Join(bad, "; "))
+		default:
+			p.ReduceOK++
+		}
+	}
 	for _, c := range pjrtgpu.SVDCases(7) {
 		p.SVDCases++
 		res, err := pjrtgpu.CheckSVD(dev, c)
@@ -518,6 +534,7 @@ func printParity(rep *report) {
 	fmt.Printf("  general dequant     %d/%d cases bit-identical (AWQ GEMM with/without qzeros, FP8 E4M3/E5M2 per tensor/channel/block, every code vs edge scales, E8M0 scales, quanto qint8/qfloat8, packed 8/2-bit, F16 out of every kind)\n", p.GeneralOK, p.GeneralCases)
 	fmt.Printf("  fp8 block quantize  %d/%d cases bit-identical (%d refused by both: NaN, -Inf, scale overflow)\n", p.QuantizeOK, p.QuantizeCases, p.QuantizeRefused)
 	fmt.Printf("  int8/w4a16 quantize %d/%d cases bit-identical: codes, scales, packed zero points (%d refused by both: NaN, +Inf, near-max values, scale overflow, group not dividing in)\n", p.IntQuantizeOK, p.IntQuantizeCases, p.IntQuantizeRefused)
+	fmt.Printf("  merge, reductions   %d/%d cases within the stated bounds (W + s·B·A per element, ‖X‖, cos(X, Y), cos(X, B·A); NaN, ±Inf, subnormal and huge values, zero and parallel vectors)\n", p.ReduceOK, p.ReduceCases)
 	fmt.Printf("  randomized SVD      %d/%d cases within 1.01x of the optimum (worst %.5fx); same seed, same bits: %v\n", p.SVDOK, p.SVDCases, p.SVDWorstRatio, p.SVDDeterministic)
 	for _, d := range p.Details {
 		fmt.Println("   ", d)
