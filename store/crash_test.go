@@ -32,7 +32,7 @@ import (
 // exactly its last commit).
 //
 // For each workload the harness runs it once without a crash to count its mutating
-// operations N and to learn the outcome, then for k = 0, every, 2·every, … < N
+// operations N and to learn the outcome, then for k = 0, every, 2·every, …, N−1, N
 // runs it from the same starting state with the FS failing every operation after
 // the k-th, crashes the FS, reopens the store and checks against an oracle kept
 // outside the store (expected refs → commits → file sha256s):
@@ -40,13 +40,18 @@ import (
 //     present exports byte-identical files;
 //   - verify --read-data is clean;
 //   - re-running the interrupted operation succeeds and gives the crash-free refs;
-//   - gc with no grace leaves exactly the objects a crash-free run leaves, no
-//     unindexed file, and physical bytes within pack framing of the crash-free run.
+//   - gc with no grace leaves exactly the objects and the physical bytes a
+//     crash-free run leaves, and no unindexed file;
+//   - a ref change that survived has its reflog entry.
 //
-// HEFT_CRASH_EVERY=1 tries every crash point (the long run); by default points are
-// spaced so that each workload tries at most crashPointsPerWorkload.
+// The last crash point, k = N, is power loss right after the workload returned:
+// all of it must survive.
+//
+// HEFT_CRASH_EVERY=K tries every K-th crash point (1: all of them, the long run);
+// by default points are spaced so that each workload tries at most
+// crashPointsPerWorkload (today every workload has fewer operations, so all).
 
-const crashPointsPerWorkload = 24
+const crashPointsPerWorkload = 40
 
 type crashSnapshot struct {
 	fs    *vfs.MemFS // synced state only
@@ -61,10 +66,6 @@ type crashHarness struct {
 	tmp   string
 	// reference is set during a workload's crash-free run.
 	reference bool
-	// maxByteDiff is the largest difference in physical bytes after gc between a
-	// crashed and re-run workload and the crash-free run (pack framing when an
-	// import's objects end up in more packs).
-	maxByteDiff int64
 }
 
 // workload is one operation under test. run performs it; complete says whether its
@@ -112,7 +113,7 @@ func TestCrashPoints(t *testing.T) {
 		t:    t,
 		root: filepath.Join(dirs, "store"),
 		tmp:  filepath.Join(dirs, "exports"),
-		opts: Options{ChunkSize: 16 << 10, PackSize: 256 << 10, Workers: 1, LockTimeout: 5 * time.Second,
+		opts: Options{ChunkSize: 16 << 10, PackSize: 64 << 10, Workers: 1, LockTimeout: 5 * time.Second,
 			Now: func() time.Time { return now }},
 		trees: map[ID]map[string]string{},
 	}
@@ -242,8 +243,7 @@ func TestCrashPoints(t *testing.T) {
 		total += points
 		snap = next
 	}
-	t.Logf("%d crash points in %s; after re-run and gc the packs were at most %d bytes larger than after a crash-free run (pack framing)",
-		total, time.Since(start).Round(time.Millisecond), h.maxByteDiff)
+	t.Logf("%d crash points in %s", total, time.Since(start).Round(time.Millisecond))
 }
 
 func (h *crashHarness) restore(snap crashSnapshot) *vfs.MemFS {
@@ -431,16 +431,19 @@ func (h *crashHarness) runWorkload(w crashWorkload, snap crashSnapshot, every in
 	if every == 0 {
 		every = max(1, (n+crashPointsPerWorkload-1)/crashPointsPerWorkload)
 	}
+	// k = n: power is lost right after the workload returned; everything it
+	// did must survive.
 	var ks []int
 	for k := 0; k < n; k += every {
 		ks = append(ks, k)
 	}
-	if ks[len(ks)-1] != n-1 {
+	if ks[len(ks)-1] < n-1 {
 		ks = append(ks, n-1)
 	}
+	ks = append(ks, n)
 	for _, k := range ks {
 		ok := t.Run(fmt.Sprintf("%s/crash-after-%d", w.name, k), func(t *testing.T) {
-			h.crashAt(t, w, snap, k, pre, post, wantObjects, wantBytes)
+			h.crashAt(t, w, snap, k, n, pre, post, wantObjects, wantBytes)
 		})
 		if !ok {
 			t.FailNow()
@@ -449,7 +452,7 @@ func (h *crashHarness) runWorkload(w crashWorkload, snap crashSnapshot, every in
 	return n, len(ks), next
 }
 
-func (h *crashHarness) crashAt(t *testing.T, w crashWorkload, snap crashSnapshot, k int, pre, post map[RefName]ID, wantObjects map[ID]bool, wantBytes int64) {
+func (h *crashHarness) crashAt(t *testing.T, w crashWorkload, snap crashSnapshot, k, n int, pre, post map[RefName]ID, wantObjects map[ID]bool, wantBytes int64) {
 	fsys := h.restore(snap)
 	fsys.CrashAfter(k)
 	s, err := h.open(fsys)
@@ -457,8 +460,11 @@ func (h *crashHarness) crashAt(t *testing.T, w crashWorkload, snap crashSnapshot
 		err = w.run(s)
 		s.Close()
 	}
-	if !fsys.Crashed() {
+	if k < n && !fsys.Crashed() {
 		t.Fatalf("the workload made fewer than %d operations this time (err %v)", k+1, err)
+	}
+	if k == n && err != nil {
+		t.Fatalf("the workload failed without a crash: %v", err)
 	}
 	// A workload that returned success must find all its effects after the crash.
 	committed := err == nil
@@ -473,6 +479,12 @@ func (h *crashHarness) crashAt(t *testing.T, w crashWorkload, snap crashSnapshot
 			t.Fatalf("the workload returned success, but after the crash %s is %s, not %s", r, g.Short(), post[r].Short())
 		case g != pre[r] && g != post[r]:
 			t.Fatalf("after the crash %s is %s: neither %s (before) nor %s (after)", r, g.Short(), pre[r].Short(), post[r].Short())
+		}
+	}
+	// A ref change that survived has its reflog entry (written before the refs).
+	for r := range merge(pre, post) {
+		if pre[r] != post[r] && got[r] == post[r] {
+			h.reflogHas(t, s, r, post[r])
 		}
 	}
 	for r, id := range got {
@@ -512,17 +524,32 @@ func (h *crashHarness) crashAt(t *testing.T, w crashWorkload, snap crashSnapshot
 			t.Errorf("after re-run and gc object %s remains, which a crash-free run does not keep", id.Short())
 		}
 	}
-	phys := h.physical(t, s)
-	if d := phys - wantBytes; d != 0 {
-		if d < 0 || d > 4<<10 {
-			t.Errorf("after re-run and gc the packs hold %d bytes, a crash-free run %d", phys, wantBytes)
-		}
-		h.maxByteDiff = max(h.maxByteDiff, d)
+	if phys := h.physical(t, s); phys != wantBytes {
+		t.Errorf("after re-run and gc the packs hold %d bytes, after a crash-free run %d", phys, wantBytes)
 	}
 	h.verify(t, s)
 	for r, id := range post {
 		h.export(t, s, r, id)
 	}
+}
+
+// reflogHas fails unless the reflog records that r moved to id (zero: deleted).
+func (h *crashHarness) reflogHas(t *testing.T, s *Store, r RefName, id ID) {
+	t.Helper()
+	entries, err := s.Reflog(&r)
+	if err != nil {
+		t.Fatalf("reflog: %v", err)
+	}
+	want := ""
+	if !id.IsZero() {
+		want = id.String()
+	}
+	for _, e := range entries {
+		if e.New == want {
+			return
+		}
+	}
+	t.Fatalf("%s is at %s after the crash, but the reflog does not record the change (%d entries)", r, id.Short(), len(entries))
 }
 
 func merge(a, b map[RefName]ID) map[RefName]bool {
@@ -546,4 +573,53 @@ func sameRefs(a, b map[RefName]ID) bool {
 		}
 	}
 	return true
+}
+
+// TestCrashKeepsResumePoint: the progress an interrupted IngestResumable reports
+// as durable (ResumePoint) survives power loss. Before the fix the journal
+// directory, created by the first checkpoint, was never made durable in the store
+// directory, so a crash lost every journal and the next call fetched everything.
+func TestCrashKeepsResumePoint(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "store")
+	fsys := vfs.NewMemFS()
+	if err := fsys.MkdirAll(filepath.Dir(root), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fsys.SyncAll()
+	opts := Options{ChunkSize: 16 << 10, PackSize: 256 << 10, FS: fsys}
+	s, err := Open(root, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob := make([]byte, 5<<20)
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := range blob {
+		blob[i] = byte(rng.Uint32())
+	}
+	f := &failingFetch{data: blob, failAt: 4 << 20}
+	ro := ResumableOptions{SHA256: sha256Hex(blob), Fetch: f.fetch, CheckpointBytes: 64 << 10}
+	if _, err := s.IngestResumable(ctx, "blob.bin", int64(len(blob)), ro); !errors.Is(err, errCut) {
+		t.Fatalf("cut ingest: %v", err)
+	}
+	before, err := s.ResumePoint(ro.SHA256)
+	if err != nil || before == 0 {
+		t.Fatalf("resume point before the crash: %d, %v", before, err)
+	}
+	s.Close()
+	fsys.Crash()
+	s, err = Open(root, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	after, err := s.ResumePoint(ro.SHA256)
+	if err != nil || after != before {
+		t.Fatalf("resume point after the crash: %d, %v; before it: %d", after, err, before)
+	}
+	f.failAt = -1
+	res, err := s.IngestResumable(ctx, "blob.bin", int64(len(blob)), ro)
+	if err != nil || res.Resumed != before {
+		t.Fatalf("resumed ingest: %+v, %v", res, err)
+	}
+	CheckStore(t, s)
 }

@@ -158,6 +158,15 @@ func (s *Store) writeJournal(j *ingestJournal) error {
 	if err := s.fs.MkdirAll(s.journalDir(), 0o755); err != nil {
 		return fmt.Errorf("write ingest journal: %w", err)
 	}
+	if !s.journalDirDurable.Load() {
+		// ingest/ may have just been created (here or by a process that crashed
+		// before this step): without this the journal's own directory fsync below
+		// does not keep it across a crash.
+		if err := s.fs.SyncDir(s.dir); err != nil {
+			return fmt.Errorf("write ingest journal: %w", err)
+		}
+		s.journalDirDurable.Store(true)
+	}
 	if err := vfs.WriteFileAtomic(s.fs, s.journalPath(j.SHA256), data, 0o600); err != nil {
 		return fmt.Errorf("write ingest journal: %w", err)
 	}

@@ -316,6 +316,13 @@ func (s *Store) appendReflog(e ReflogEntry) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil && !s.reflogDurable.Load() {
+		// The first append creates the file: its entry in logs/ must be durable
+		// too, or a crash can take the whole reflog.
+		if err = s.fs.SyncDir(filepath.Dir(s.reflogPath())); err == nil {
+			s.reflogDurable.Store(true)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("append reflog: %w", err)
 	}

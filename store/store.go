@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/heft-dev/heft/internal/vfs"
@@ -96,6 +97,12 @@ type Store struct {
 	layouts   *layoutCache
 
 	skipCheck bool // see SkipCleanupCheck
+
+	// Set once this process has made the entry of logs/reflog (in logs/) and of
+	// ingest/ (in the store directory) durable with SyncDir: both are created on
+	// first use, and a file in a directory whose entry is not durable can vanish in
+	// a crash with it.
+	reflogDurable, journalDirDurable atomic.Bool
 
 	packMu    sync.Mutex
 	packFiles map[ID]vfs.File // +checklocks:packMu
