@@ -97,7 +97,7 @@ func TestDequantIntUnsupported(t *testing.T) {
 	m.Tensors = maps.Clone(m.Tensors)
 	m.Tensors[quant.RoleGIdx] = safetensors.TensorInfo{Name: "x.weight_g_idx", DType: safetensors.I32, Shape: []uint64{uint64(m.In)}}
 	if err := d.Dequantize(dst, m, c.Tensors, c.DType); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("g_idx: %v", err)
+		t.Errorf("g_idx without its data: %v", err)
 	}
 	if err := d.Dequantize(dst[1:], c.Module, c.Tensors, c.DType); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("short destination: %v", err)

@@ -18,9 +18,9 @@
 //     arithmetic; the last decodes with integer operations only.
 //     DequantizeBatch runs several modules in one program.
 //
-//   - Every other dequantization codec/quant does except act-order g_idx,
-//     with one general kernel (intdq.go, intplan.go): INT8 per tensor,
-//     channel or group (compressed-tensors int-quantized, quanto qint8),
+//   - Every other dequantization codec/quant does, with one general kernel
+//     (intdq.go, intplan.go): INT8 per tensor, channel or group
+//     (compressed-tensors int-quantized, quanto qint8; act-order g_idx),
 //     packed 1/2/4/8-bit codes (W4A16 pack-quantized, with or without zero
 //     points), AutoAWQ GEMM (its nibble interleave and K-major scales and
 //     qzeros undone; 8 when there are no qzeros), FP8 E4M3 and E5M2 per

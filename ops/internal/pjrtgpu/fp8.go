@@ -26,9 +26,9 @@ import (
 // float-quantized with the block strategy, or native fp8 with
 // weight_block_size) take the fastest kernel that passed its probe on this
 // device (see DequantKernels); every other module codec/quant dequantizes
-// except those with an act-order g_idx takes the general kernel (see
-// intPlanFor): INT8, packed codes, AutoAWQ GEMM, FP8 E4M3/E5M2 per tensor,
-// channel or block, E8M0 scales, F16 output.
+// takes the general kernel (see intPlanFor): INT8, packed codes (act-order
+// g_idx included), AutoAWQ GEMM, FP8 E4M3/E5M2 per tensor, channel or
+// block, E8M0 scales, F16 output.
 //
 // Any other module, and any input that does not have the shapes and sizes
 // its tensors' descriptions promise, gives ErrUnsupported: the CPU kernel

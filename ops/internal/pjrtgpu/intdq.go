@@ -65,11 +65,18 @@ func (d *Device) uploadInt(p *intPlan) ([]*pjrt.Buffer, error) {
 		}
 		bufs = append(bufs, zero)
 	}
+	if p.gidx != nil {
+		gi, err := d.uploadSmall(i32bytes(p.gidx), dtypes.Int32, p.in)
+		if err != nil {
+			return bufs, err
+		}
+		bufs = append(bufs, gi)
+	}
 	return bufs, nil
 }
 
 func (d *Device) intResident(p *intPlan, bufs []*pjrt.Buffer) (*pjrt.Buffer, error) {
-	key := fmt.Sprintf("dequant_int/%d/%d/%dx%d/%dx%d/%dx%d/%v/%s/%d", p.kind, p.bits, p.out, p.in, p.r, p.c, p.bh, p.bw, p.zero != nil, p.dtype, p.nanSign)
+	key := fmt.Sprintf("dequant_int/%d/%d/%dx%d/%dx%d/%dx%d/%v/%v/%s/%d", p.kind, p.bits, p.out, p.in, p.r, p.c, p.bh, p.bw, p.zero != nil, p.gidx != nil, p.dtype, p.nanSign)
 	e, err := d.exe(key, func() ([]byte, error) { return progDequantInt(p) })
 	if err != nil {
 		return nil, err
@@ -109,18 +116,31 @@ func progDequantInt(p *intPlan) ([]byte, error) {
 	}
 	bits := g.input("scale", dtypes.Uint32, p.r, p.c)
 	s := g.materialize(g.exactF64(bits))
+	var z, gi *value
 	if p.zero != nil {
-		z := g.materialize(g.convert(g.input("zero", dtypes.Float32, p.r, p.c), dtypes.Float64))
-		q = g.bin(stablehlo.Subtract, q, g.blockGrid(z, p.out, p.in, p.bh, p.bw))
+		z = g.materialize(g.convert(g.input("zero", dtypes.Float32, p.r, p.c), dtypes.Float64))
 	}
-	f := g.f64ToF32BitsFast(g.bin(stablehlo.Multiply, q, g.blockGrid(s, p.out, p.in, p.bh, p.bw)))
+	if p.gidx != nil {
+		gi = g.input("gidx", dtypes.Int32, p.in)
+	}
+	// grid broadcasts an [r, c] grid to [out, in]: column c/bw, or gidx[c].
+	grid := func(v *value) *value {
+		if gi == nil {
+			return g.blockGrid(v, p.out, p.in, p.bh, p.bw)
+		}
+		return g.blockGrid(g.gatherCols(v, gi, p.in), p.out, p.in, p.bh, 1)
+	}
+	if z != nil {
+		q = g.bin(stablehlo.Subtract, q, grid(z))
+	}
+	f := g.f64ToF32BitsFast(g.bin(stablehlo.Multiply, q, grid(s)))
 	switch p.dtype {
 	case safetensors.F32:
 		return g.build(g.bitcast(f, dtypes.Float32))
 	case safetensors.BF16:
 		return g.build(g.convert(g.toBF16Bits(f), dtypes.Uint16))
 	case safetensors.F16:
-		sb := g.blockGrid(bits, p.out, p.in, p.bh, p.bw)
+		sb := grid(bits)
 		sign := g.full(f, p.nanSign)
 		sign = g.sel(g.cmp(g.andC(sb, uint32(0x7FFFFFFF)), types.CompareGT, uint32(0x7F800000)), g.andC(g.shr(sb, uint32(16)), uint32(0x8000)), sign)
 		if p.floatCodes() {
@@ -131,6 +151,22 @@ func progDequantInt(p *intPlan) ([]byte, error) {
 		return g.build(g.convert(g.toF16Bits(f, sign), dtypes.Uint16))
 	}
 	return nil, fmt.Errorf("pjrtgpu: dequant output dtype %s", p.dtype)
+}
+
+// gatherCols returns the [r, n] grid whose column c is column idx[c] of the
+// [r, C] grid v (idx int32 [n], every value in range).
+func (g *graph) gatherCols(v, idx *value, n int) *value {
+	if !g.ok(v, idx) {
+		return nil
+	}
+	r := v.Shape().Dimensions[0]
+	ix := g.keep(stablehlo.Reshape(idx, shapes.Make(dtypes.Int32, n, 1)))
+	if !g.ok(ix) {
+		return nil
+	}
+	// Batch dimension n (from the indices), offset dimension r (the slice's
+	// rows), the slice's one column collapsed: output [r, n].
+	return g.keep(stablehlo.Gather(v, ix, 1, []int{0}, []int{1}, nil, nil, []int{1}, []int{r, 1}, false))
 }
 
 // unpack4 unpacks [out, words] int32 words into [out, in] 4-bit codes

@@ -24,7 +24,8 @@ const (
 // float-quantized, native fp8, quanto), compressed-tensors packed codes
 // (1, 2, 4 or 8 bits), or AutoAWQ GEMM qweights; per-tensor, per-channel,
 // per-group or per-block scales of BF16, F16, F32 or E8M0; optional zero
-// points (integer codes only); BF16, F16 or F32 output. Every element is
+// points (integer codes only); an act-order g_idx; BF16, F16 or F32
+// output. Every element is
 // float32(float32(q − z)·s) rounded once to the output dtype, as
 // codec/quant computes it. The host decodes the small tensors (scales to
 // float32 bits, zero points to float32 values, AWQ's K-major grids
@@ -41,6 +42,9 @@ type intPlan struct {
 	codes   []byte
 	scale   []uint32  // float32 bits, [r, c]
 	zero    []float32 // [r, c], nil without zero points
+	// gidx is the act-order weight_g_idx: the scale column of every input
+	// column (nil: column c/bw).
+	gidx []int32
 	// nanSign is the sign bit (0x8000 or 0) of an F16 NaN that neither the
 	// code nor the scale brings: ±Inf × 0, which the host's float32
 	// multiply turns into its default NaN.
@@ -57,8 +61,7 @@ func (p *intPlan) floatCodes() bool { return p.kind == codeE4M3 || p.kind == cod
 // intPlanFor validates a module for the device's general dequantization
 // kernel. Anything outside what the kernel implements, and any input
 // codec/quant might refuse, gives ErrUnsupported, so the CPU kernel
-// computes it or gives the proper error: no act-order g_idx, no zero
-// points on FP8 codes, packed widths dividing 32, tensors whose sizes agree
+// computes it or gives the proper error: no zero points on FP8 codes, packed widths dividing 32, tensors whose sizes agree
 // with their descriptions, zero points in range.
 func intPlanFor(mod quant.Module, tensors map[quant.Role][]byte, dtype safetensors.DType, dstLen int) (*intPlan, error) {
 	s := mod.Scheme
@@ -117,7 +120,7 @@ func intPlanFor(mod quant.Module, tensors map[quant.Role][]byte, dtype safetenso
 	}
 	for r, t := range mod.Tensors {
 		switch r {
-		case quant.RoleCodes, quant.RoleScale, quant.RoleZeroPoint:
+		case quant.RoleCodes, quant.RoleScale, quant.RoleZeroPoint, quant.RoleGIdx:
 		case quant.RoleShape:
 			if p.kind != codePacked {
 				return nil, unsupportedf("module has a %s tensor", r)
@@ -170,6 +173,9 @@ func intPlanFor(mod quant.Module, tensors map[quant.Role][]byte, dtype safetenso
 		return nil, err
 	}
 	if err := p.setZeroPoints(mod, tensors); err != nil {
+		return nil, err
+	}
+	if err := p.setGIdx(mod, tensors); err != nil {
 		return nil, err
 	}
 	if dtype == safetensors.F16 && p.floatCodes() {
@@ -300,6 +306,37 @@ func (p *intPlan) setZeroPoints(mod quant.Module, tensors map[quant.Role][]byte)
 		return unsupportedf("%d zero points for %d scales", len(zero), n)
 	}
 	p.zero = zero
+	return nil
+}
+
+// setGIdx reads weight_g_idx as codec/quant does: the group strategy, I32
+// or I64 [in], every value a column of the scale grid.
+func (p *intPlan) setGIdx(mod quant.Module, tensors map[quant.Role][]byte) error {
+	t, ok := mod.Tensors[quant.RoleGIdx]
+	if !ok {
+		return nil
+	}
+	if mod.Scheme.Strategy != quant.StrategyGroup || p.kind == codeAWQ || (t.DType != safetensors.I32 && t.DType != safetensors.I64) {
+		return unsupportedf("g_idx %s%v with %s", t.DType, t.Shape, mod.Scheme)
+	}
+	data := tensors[quant.RoleGIdx]
+	size := t.DType.BitSize() / 8
+	if len(t.Shape) != 1 || len(data)/size != p.in {
+		return unsupportedf("g_idx %s%v for in = %d", t.DType, t.Shape, p.in)
+	}
+	p.gidx = make([]int32, p.in)
+	for i := range p.gidx {
+		var v int64
+		if size == 4 {
+			v = int64(int32(binary.LittleEndian.Uint32(data[4*i:])))
+		} else {
+			v = int64(binary.LittleEndian.Uint64(data[8*i:]))
+		}
+		if v < 0 || v >= int64(p.c) {
+			return unsupportedf("g_idx %d for input column %d", v, i)
+		}
+		p.gidx[i] = int32(v)
+	}
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -763,8 +764,9 @@ func i32le(w []int32) []byte {
 // (compressed-tensors, native fp8, quanto qfloat8), every code against
 // edge-case scales (zero, negative, subnormal, huge, NaN; ±Inf × 0 giving
 // the host's default NaN), E8M0 scales (every exponent, 0xFF NaN), quanto
-// qint8, INT8 per tensor, packed 8- and 2-bit codes with zero points, and
-// F16 output of every kind, FP8 block included.
+// qint8, INT8 per tensor, packed 8- and 2-bit codes with zero points,
+// act-order g_idx (I32 and I64) on INT8 and packed 4-bit groups, and F16
+// output of every kind, FP8 block included.
 func GeneralDequantCases(seed uint64) []DequantCase {
 	rng := rand.New(rand.NewPCG(seed, 7))
 	var cases []DequantCase
@@ -969,6 +971,36 @@ func GeneralDequantCases(seed uint64) []DequantCase {
 		edge[i] = edgeScales[i%len(edgeScales)]
 	}
 	intMod("packed, edge scales", quant.FormatCTPacked, safetensors.I32, 4, quant.StrategyGroup, 32, 40, 224, safetensors.F16, edge, false)
+	// Act-order: a g_idx (I32 or I64) on every group case, columns assigned
+	// to groups in a random order (the sizes of the groups kept).
+	for i, c := range IntDequantCases(seed) {
+		s := c.Module.Scheme
+		if s.Strategy != quant.StrategyGroup || c.Module.In%s.GroupSize != 0 {
+			continue
+		}
+		gdt := safetensors.I32
+		if i%4 == 0 {
+			gdt = safetensors.I64
+		}
+		in := c.Module.In
+		perm := rng.Perm(in)
+		gb := make([]byte, in*gdt.BitSize()/8)
+		for col, pc := range perm {
+			if gdt == safetensors.I32 {
+				binary.LittleEndian.PutUint32(gb[4*col:], uint32(pc/s.GroupSize))
+			} else {
+				binary.LittleEndian.PutUint64(gb[8*col:], uint64(pc/s.GroupSize))
+			}
+		}
+		m := c.Module
+		m.Tensors = maps.Clone(m.Tensors)
+		m.Tensors[quant.RoleGIdx] = safetensors.TensorInfo{Name: m.Prefix + ".weight_g_idx", DType: gdt, Shape: []uint64{uint64(in)}, End: uint64(len(gb))}
+		ts := maps.Clone(c.Tensors)
+		ts[quant.RoleGIdx] = gb
+		for _, dt := range outs {
+			cases = append(cases, DequantCase{Name: fmt.Sprintf("%s, act-order %s g_idx → %s", c.Name, gdt, dt), Module: m, Tensors: ts, DType: dt})
+		}
+	}
 	// F16 output of the INT8 and W4A16 cases.
 	for _, c := range IntDequantCases(seed) {
 		if c.DType == safetensors.F32 {

@@ -531,7 +531,7 @@ func printParity(rep *report) {
 	fmt.Printf("  fp8 dequant batch   all items of one program bit-identical: %v\n", p.BatchOK)
 	fmt.Printf("  fp8 dequant packed  BF16 stored as u32 pairs (every exact kernel, the choice, a batch): %d/%d bit-identical\n", p.PackOK, p.PackCases)
 	fmt.Printf("  int8 / w4a16        %d/%d cases bit-identical (every INT8 code, 4-bit codes with partial words, zero points packed along out, edge-case scales, BF16/F16/F32 scales, BF16/F32 out)\n", p.IntOK, p.IntCases)
-	fmt.Printf("  general dequant     %d/%d cases bit-identical (AWQ GEMM with/without qzeros, FP8 E4M3/E5M2 per tensor/channel/block, every code vs edge scales, E8M0 scales, quanto qint8/qfloat8, packed 8/2-bit, F16 out of every kind)\n", p.GeneralOK, p.GeneralCases)
+	fmt.Printf("  general dequant     %d/%d cases bit-identical (AWQ GEMM with/without qzeros, FP8 E4M3/E5M2 per tensor/channel/block, every code vs edge scales, E8M0 scales, quanto qint8/qfloat8, packed 8/2-bit, act-order g_idx, F16 out of every kind)\n", p.GeneralOK, p.GeneralCases)
 	fmt.Printf("  fp8 block quantize  %d/%d cases bit-identical (%d refused by both: NaN, -Inf, scale overflow)\n", p.QuantizeOK, p.QuantizeCases, p.QuantizeRefused)
 	fmt.Printf("  int8/w4a16 quantize %d/%d cases bit-identical: codes, scales, packed zero points (%d refused by both: NaN, +Inf, near-max values, scale overflow, group not dividing in)\n", p.IntQuantizeOK, p.IntQuantizeCases, p.IntQuantizeRefused)
 	fmt.Printf("  merge, reductions   %d/%d cases within the stated bounds (W + s·B·A per element, ‖X‖, cos(X, Y), cos(X, B·A); NaN, ±Inf, subnormal and huge values, zero and parallel vectors)\n", p.ReduceOK, p.ReduceCases)
