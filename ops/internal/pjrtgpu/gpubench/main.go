@@ -34,11 +34,17 @@
 //     waited for them, per program); k_proj again for identical bits;
 //  3. dequantization to BF16 of device-resident q_proj and gate_proj
 //     shapes: the launch-and-wait cost of an empty program; FP8 block 128
-//     with the device's kernel and with each kernel, INT8 per channel and
-//     W4A16 group 128, in GB/s against the card's copy bandwidth measured
-//     the same way (target for FP8: ≥ 80 %), with and without the launch
-//     cost; the end-to-end time with transfers and the CPU's; one layer's
-//     seven FP8 modules in one program and in seven.
+//     with the device's kernel and with each kernel, INT8 per channel,
+//     W4A16 group 128 and AutoAWQ GEMM group 128, in GB/s against the
+//     card's copy bandwidth measured the same way (target for FP8: ≥ 80 %),
+//     with and without the launch cost; the end-to-end time with transfers
+//     and the CPU's; one layer's seven FP8 modules in one program and in
+//     seven;
+//  4. quantization of a BF16 weight with every scheme (fp8-block, int8,
+//     w4a16 symmetric and asymmetric), the LoRA merge W + s·B·A and the
+//     low-rank cosine at rank 64 on the same shapes, end to end, against
+//     the CPU kernels (bytes identical for quantize; merge and cosine
+//     within their stated bounds).
 //
 // It prints one report and writes DIR/gpubench.json. The exit status is 1
 // when a parity check, an error bound (1.01× the optimum, orthogonality
@@ -48,6 +54,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -99,6 +106,7 @@ type report struct {
 	Parity         parity         `json:"parity"`
 	Lora           *loraBench     `json:"lora,omitempty"`
 	Dequant        *dequantReport `json:"dequant,omitempty"`
+	Quantize       *quantReport   `json:"quantize,omitempty"`
 	Failures       []string       `json:"failures"`
 }
 
@@ -265,7 +273,9 @@ func main() {
 		printLora(lb)
 	}
 	rep.Dequant = runDequant(dev, rep)
+	rep.Quantize = runQuantize(dev, rep)
 	printDequant(rep.Dequant)
+	printQuantize(rep.Quantize)
 	rep.Parity.DequantChoices = dev.DequantChoices()
 	rep.FailedPrograms = dev.FailedPrograms()
 	if len(rep.FailedPrograms) > 0 {
@@ -847,6 +857,188 @@ func intBenchModule(packed bool, out, in, group int, rng *rand.Rand) (quant.Modu
 	return quant.Module{Prefix: "m", Scheme: s, Tensors: t, Out: out, In: in}, data
 }
 
+// awqBenchModule returns an AutoAWQ GEMM module (qweight [in, out/8],
+// F16 scales [in/group, out], qzeros) with random codes.
+func awqBenchModule(out, in, group int, rng *rand.Rand) (quant.Module, map[quant.Role][]byte) {
+	groups := in / group
+	ti := func(name string, dt safetensors.DType, shape ...uint64) safetensors.TensorInfo {
+		n, _ := dt.ByteLen(shape)
+		return safetensors.TensorInfo{Name: "m." + name, DType: dt, Shape: shape, End: n}
+	}
+	rnd := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		return b
+	}
+	scales := make([]byte, 2*groups*out)
+	for i := range groups * out {
+		binary.LittleEndian.PutUint16(scales[2*i:], numeric.F32ToF16(float32(math.Exp(-8+4*rng.Float64()))))
+	}
+	mod := quant.Module{Prefix: "m", Out: out, In: in,
+		Scheme: quant.Scheme{Format: quant.FormatAWQ, Type: quant.TypeInt, Bits: 4, CodeDType: safetensors.I32, Strategy: quant.StrategyGroup, GroupSize: group},
+		Tensors: map[quant.Role]safetensors.TensorInfo{
+			quant.RoleCodes:     ti("qweight", safetensors.I32, uint64(in), uint64(out/8)),
+			quant.RoleScale:     ti("scales", safetensors.F16, uint64(groups), uint64(out)),
+			quant.RoleZeroPoint: ti("qzeros", safetensors.I32, uint64(groups), uint64(out/8)),
+		}}
+	return mod, map[quant.Role][]byte{quant.RoleCodes: rnd(in * out / 2), quant.RoleScale: scales, quant.RoleZeroPoint: rnd(groups * out / 2)}
+}
+
+// quantReport times quantization, the LoRA merge and the low-rank cosine
+// end to end (upload, device, download) against the CPU kernels.
+type quantReport struct {
+	Rows []quantBench `json:"rows"`
+}
+
+type quantBench struct {
+	Op    string  `json:"op"` // "quantize fp8-block", "merge r64", …
+	Shape string  `json:"shape"`
+	GPUMS float64 `json:"gpu_ms"` // end to end, median
+	CPUMS float64 `json:"cpu_ms"`
+	// Identical: the device's output is the CPU's byte for byte (quantize);
+	// for the merge and the cosine, Note gives the largest difference
+	// relative to its stated bound.
+	Identical bool   `json:"identical"`
+	Note      string `json:"note,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+// runQuantize times every quantize scheme, the merge and the low-rank
+// cosine on the dequant shapes.
+func runQuantize(dev *pjrtgpu.Device, rep *report) *quantReport {
+	const reps = 5
+	qr := &quantReport{}
+	rng := rand.New(rand.NewPCG(6, 6))
+	timeIt := func(f func() error) (float64, error) {
+		if err := f(); err != nil { // warm up (compile)
+			return 0, err
+		}
+		var ts []time.Duration
+		for range reps {
+			t0 := time.Now()
+			if err := f(); err != nil {
+				return 0, err
+			}
+			ts = append(ts, time.Since(t0))
+		}
+		return median(ts).Seconds() * 1e3, nil
+	}
+	for _, shape := range dequantShapes {
+		out, in := shape[0], shape[1]
+		data := make([]byte, 2*out*in)
+		for i := range out * in {
+			binary.LittleEndian.PutUint16(data[2*i:], numeric.F32ToBF16(float32(rng.NormFloat64()*0.02)))
+		}
+		w := safetensors.TensorInfo{Name: "m.weight", DType: safetensors.BF16, Shape: []uint64{uint64(out), uint64(in)}, End: uint64(len(data))}
+		for _, qs := range []quant.QuantizeScheme{{Name: quant.QuantFP8Block}, {Name: quant.QuantInt8}, {Name: quant.QuantW4A16}, {Name: quant.QuantW4A16, Asymmetric: true}} {
+			b := quantBench{Op: "quantize " + qs.String(), Shape: fmt.Sprintf("%dx%d", out, in)}
+			var got, want []quant.QuantizedTensor
+			var err error
+			b.GPUMS, err = timeIt(func() (e error) { got, e = dev.QuantizeWeight(qs, w, data); return e })
+			if err == nil {
+				b.CPUMS, err = timeIt(func() (e error) { want, e = quant.QuantizeWeight(qs, w, data); return e })
+			}
+			if err != nil {
+				b.Error = err.Error()
+				rep.Failures = append(rep.Failures, fmt.Sprintf("%s %s: %v", b.Op, b.Shape, err))
+			} else {
+				b.Identical = len(got) == len(want)
+				for i := range want {
+					b.Identical = b.Identical && i < len(got) && bytes.Equal(got[i].Data, want[i].Data)
+				}
+				if !b.Identical {
+					rep.Failures = append(rep.Failures, fmt.Sprintf("%s %s: the device's tensors differ from the CPU's", b.Op, b.Shape))
+				}
+			}
+			qr.Rows = append(qr.Rows, b)
+		}
+		// The merge W + s·B·A and cos(X, B·A) at rank 64.
+		const r = 64
+		mk := func(m, n int, sigma float64) linalg.Matrix {
+			a := linalg.NewMatrix(m, n)
+			for i := range a.Data {
+				a.Data[i] = float32(rng.NormFloat64() * sigma)
+			}
+			return a
+		}
+		wm, bm, am := mk(out, in, 0.02), mk(out, r, 0.01), mk(r, in, 0.05)
+		got, want := linalg.NewMatrix(out, in), linalg.NewMatrix(out, in)
+		b := quantBench{Op: fmt.Sprintf("merge r%d", r), Shape: fmt.Sprintf("%dx%d", out, in)}
+		var err error
+		b.GPUMS, err = timeIt(func() error { return dev.Merge(got, wm, bm, am, 2) })
+		if err == nil {
+			b.CPUMS, err = timeIt(func() error { return linalg.Merge(want, wm, bm, am, 2) })
+		}
+		if err != nil {
+			b.Error = err.Error()
+			rep.Failures = append(rep.Failures, fmt.Sprintf("%s %s: %v", b.Op, b.Shape, err))
+		} else {
+			abs := linalg.Mul(absM(bm), absM(am))
+			worst, same := 0.0, 0
+			for i, v := range want.Data {
+				if got.Data[i] == v {
+					same++
+					continue
+				}
+				tol := pjrtgpu.MergeTolerance(2, float64(abs.Data[i]), r, got.Data[i], v)
+				worst = max(worst, math.Abs(float64(got.Data[i])-float64(v))/tol)
+			}
+			b.Identical = same == len(want.Data)
+			b.Note = fmt.Sprintf("%.1f%% of float32 elements identical, worst difference %.3g of the bound", 100*float64(same)/float64(len(want.Data)), worst)
+			if worst > 1 {
+				rep.Failures = append(rep.Failures, fmt.Sprintf("%s %s: a difference exceeds the bound (%.3g×)", b.Op, b.Shape, worst))
+			}
+		}
+		qr.Rows = append(qr.Rows, b)
+		x := mk(out, in, 1)
+		b = quantBench{Op: fmt.Sprintf("cos(X, B·A) r%d", r), Shape: fmt.Sprintf("%dx%d", out, in)}
+		var dc, cc float64
+		b.GPUMS, err = timeIt(func() (e error) { dc, e = dev.CosineLowRank(x, bm, am); return e })
+		if err == nil {
+			b.CPUMS, err = timeIt(func() (e error) { cc, e = linalg.Cosine(x, linalg.Mul(bm, am)); return e })
+		}
+		if err != nil {
+			b.Error = err.Error()
+			rep.Failures = append(rep.Failures, fmt.Sprintf("%s %s: %v", b.Op, b.Shape, err))
+		} else {
+			tol := pjrtgpu.CosineLowRankTolerance(bm, am)
+			b.Identical = dc == cc
+			b.Note = fmt.Sprintf("device %.9g, cpu %.9g, difference %.3g of the bound", dc, cc, math.Abs(dc-cc)/tol)
+			if math.Abs(dc-cc) > tol {
+				rep.Failures = append(rep.Failures, fmt.Sprintf("%s %s: %s", b.Op, b.Shape, b.Note))
+			}
+		}
+		qr.Rows = append(qr.Rows, b)
+	}
+	return qr
+}
+
+func absM(a linalg.Matrix) linalg.Matrix {
+	b := linalg.NewMatrix(a.Rows, a.Cols)
+	for i, v := range a.Data {
+		b.Data[i] = float32(math.Abs(float64(v)))
+	}
+	return b
+}
+
+func printQuantize(qr *quantReport) {
+	if qr == nil {
+		return
+	}
+	fmt.Println("== quantize (BF16 weight), merge and low-rank cosine, end to end with transfers, against the CPU kernels")
+	fmt.Printf("  %-58s %-11s %10s %10s %9s  %s\n", "op", "shape", "gpu ms", "cpu ms", "identical", "note")
+	for _, b := range qr.Rows {
+		if b.Error != "" {
+			fmt.Printf("  %-58s %-11s failed: %s\n", b.Op, b.Shape, b.Error)
+			continue
+		}
+		fmt.Printf("  %-58s %-11s %10.1f %10.1f %9v  %s\n", b.Op, b.Shape, b.GPUMS, b.CPUMS, b.Identical, b.Note)
+	}
+	fmt.Println()
+}
+
 // runDequant times FP8 block dequantization on device-resident data: the
 // launch overhead, a copy of the same bytes, every kernel, one layer's
 // modules batched.
@@ -925,15 +1117,19 @@ func runDequant(dev *pjrtgpu.Device, rep *report) *dequantReport {
 			dr.Shapes = append(dr.Shapes, b)
 		}
 	}
-	// INT8 per channel and W4A16 (4-bit, group 128) on the same shapes.
+	// INT8 per channel, W4A16 (4-bit, group 128) and AutoAWQ GEMM (group
+	// 128, qzeros, F16 scales; the general kernel) on the same shapes.
 	for _, shape := range dequantShapes {
 		out, in := shape[0], shape[1]
 		for _, ic := range []struct {
-			name   string
-			packed bool
-			group  int
-		}{{"int8 channel", false, 0}, {"w4a16 g128", true, 128}} {
-			mod, tensors := intBenchModule(ic.packed, out, in, ic.group, rng)
+			name  string
+			build func() (quant.Module, map[quant.Role][]byte)
+		}{
+			{"int8 channel", func() (quant.Module, map[quant.Role][]byte) { return intBenchModule(false, out, in, 0, rng) }},
+			{"w4a16 g128", func() (quant.Module, map[quant.Role][]byte) { return intBenchModule(true, out, in, 128, rng) }},
+			{"awq gemm g128", func() (quant.Module, map[quant.Role][]byte) { return awqBenchModule(out, in, 128, rng) }},
+		} {
+			mod, tensors := ic.build()
 			var bytesPerCall int64
 			for _, t := range tensors {
 				bytesPerCall += int64(len(t))
@@ -1007,7 +1203,7 @@ func printDequant(dr *dequantReport) {
 	if dr == nil {
 		return
 	}
-	fmt.Println("== dequant to BF16 on device-resident data: FP8 block 128 (BF16 scales) with each kernel, INT8 per channel, W4A16 group 128")
+	fmt.Println("== dequant to BF16 on device-resident data: FP8 block 128 (BF16 scales) with each kernel, INT8 per channel, W4A16 group 128, AWQ GEMM group 128")
 	fmt.Printf("  launch + wait of an empty program: %.1f µs (included in every time below; \"net\" columns subtract it from both the dequant and the copy)\n", dr.LaunchUS)
 	fmt.Printf("  %-11s %-16s %10s %10s %8s %10s %7s %9s %11s %14s\n", "shape", "kernel", "device µs", "net µs", "GB/s", "copy GB/s", "ratio", "net ratio", "end-to-end", "cpu")
 	for _, b := range dr.Shapes {
