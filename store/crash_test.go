@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	mrand "math/rand"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -47,6 +48,12 @@ import (
 // The last crash point, k = N, is power loss right after the workload returned:
 // all of it must survive.
 //
+// Besides the strict crash (only what was synced survives), every 4th crash point is
+// also tried with each unsynced change surviving with probability 0.5 (real disks
+// write back some of what was not synced; pebble's UnsyncedDataPercent), seeded
+// by the crash point; HEFT_CRASH_UNSYNCED=0.1,0.5 tries those probabilities at
+// every point.
+//
 // HEFT_CRASH_EVERY=K tries every K-th crash point (1: all of them, the long run);
 // by default points are spaced so that each workload tries at most
 // crashPointsPerWorkload (today every workload has fewer operations, so all).
@@ -64,6 +71,10 @@ type crashHarness struct {
 	opts  Options
 	trees map[ID]map[string]string // commit → file → sha256 (the oracle)
 	tmp   string
+	// keeps are the unsynced-survival probabilities tried at every keepEvery-th
+	// crash point besides the strict crash.
+	keeps     []float64
+	keepEvery int
 	// reference is set during a workload's crash-free run.
 	reference bool
 }
@@ -88,6 +99,19 @@ func TestCrashPoints(t *testing.T) {
 		every = n
 	} else if testing.Short() {
 		t.Skip("-short: skipping the crash-point enumeration")
+	}
+	// Crashes that let unsynced changes survive: by default with probability 0.5
+	// at every 4th crash point; HEFT_CRASH_UNSYNCED=P1,P2,... at every point.
+	keeps, keepEvery := []float64{0.5}, 4
+	if v := os.Getenv("HEFT_CRASH_UNSYNCED"); v != "" {
+		keeps, keepEvery = nil, 1
+		for _, f := range strings.Split(v, ",") {
+			p, err := strconv.ParseFloat(f, 64)
+			if err != nil || p < 0 || p > 1 {
+				t.Fatalf("HEFT_CRASH_UNSYNCED=%q: want probabilities between 0 and 1", v)
+			}
+			keeps = append(keeps, p)
+		}
 	}
 	start := time.Now()
 	dirs := t.TempDir()
@@ -116,6 +140,7 @@ func TestCrashPoints(t *testing.T) {
 		opts: Options{ChunkSize: 16 << 10, PackSize: 64 << 10, Workers: 1, LockTimeout: 5 * time.Second,
 			Now: func() time.Time { return now }},
 		trees: map[ID]map[string]string{},
+		keeps: keeps, keepEvery: keepEvery,
 	}
 	if err := os.MkdirAll(h.tmp, 0o755); err != nil {
 		t.Fatal(err)
@@ -239,11 +264,11 @@ func TestCrashPoints(t *testing.T) {
 	total := 0
 	for _, w := range workloads {
 		n, points, next := h.runWorkload(w, snap, every)
-		t.Logf("%-13s %3d mutating operations, %3d crash points tried, all reopened and verified", w.name, n, points)
+		t.Logf("%-13s %3d mutating operations, %3d crashes tried, all reopened and verified", w.name, n, points)
 		total += points
 		snap = next
 	}
-	t.Logf("%d crash points in %s", total, time.Since(start).Round(time.Millisecond))
+	t.Logf("%d crashes in %s", total, time.Since(start).Round(time.Millisecond))
 }
 
 func (h *crashHarness) restore(snap crashSnapshot) *vfs.MemFS {
@@ -441,18 +466,26 @@ func (h *crashHarness) runWorkload(w crashWorkload, snap crashSnapshot, every in
 		ks = append(ks, n-1)
 	}
 	ks = append(ks, n)
-	for _, k := range ks {
-		ok := t.Run(fmt.Sprintf("%s/crash-after-%d", w.name, k), func(t *testing.T) {
-			h.crashAt(t, w, snap, k, n, pre, post, wantObjects, wantBytes)
-		})
-		if !ok {
-			t.FailNow()
+	tried := 0
+	for i, k := range ks {
+		keeps := []float64{0}
+		if i%h.keepEvery == 0 {
+			keeps = append(keeps, h.keeps...)
+		}
+		for _, keep := range keeps {
+			ok := t.Run(fmt.Sprintf("%s/crash-after-%d/keep-%g", w.name, k, keep), func(t *testing.T) {
+				h.crashAt(t, w, snap, k, n, keep, pre, post, wantObjects, wantBytes)
+			})
+			if !ok {
+				t.FailNow()
+			}
+			tried++
 		}
 	}
-	return n, len(ks), next
+	return n, tried, next
 }
 
-func (h *crashHarness) crashAt(t *testing.T, w crashWorkload, snap crashSnapshot, k, n int, pre, post map[RefName]ID, wantObjects map[ID]bool, wantBytes int64) {
+func (h *crashHarness) crashAt(t *testing.T, w crashWorkload, snap crashSnapshot, k, n int, keep float64, pre, post map[RefName]ID, wantObjects map[ID]bool, wantBytes int64) {
 	fsys := h.restore(snap)
 	fsys.CrashAfter(k)
 	s, err := h.open(fsys)
@@ -468,7 +501,7 @@ func (h *crashHarness) crashAt(t *testing.T, w crashWorkload, snap crashSnapshot
 	}
 	// A workload that returned success must find all its effects after the crash.
 	committed := err == nil
-	fsys.Crash()
+	fsys.CrashKeeping(mrand.New(mrand.NewSource(int64(k))), keep)
 
 	s = h.mustOpen(fsys)
 	defer func() { s.Close() }()

@@ -1,10 +1,12 @@
 package vfs
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"sort"
@@ -103,19 +105,73 @@ func (m *MemFS) Crash() {
 	resetDir(m.root, map[*memNode]bool{})
 }
 
+// CrashKeeping simulates power loss that lets some unsynced changes reach the disk,
+// as real filesystems do (pebble's CrashClone with UnsyncedDataPercent): each
+// file's unsynced content, and each directory entry's unsynced creation, rename
+// or removal, survives with probability keep, independently, drawn from rng.
+// keep = 0 is Crash.
+func (m *MemFS) CrashKeeping(rng *rand.Rand, keep float64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.gen++
+	m.crashed = false
+	m.crashAfter = -1
+	if keep <= 0 || rng == nil {
+		resetDir(m.root, map[*memNode]bool{})
+		return
+	}
+	reset(m.root, map[*memNode]bool{}, func() bool { return rng.Float64() < keep })
+}
+
 func resetDir(d *memNode, seen map[*memNode]bool) {
+	reset(d, seen, func() bool { return false })
+}
+
+// reset brings d and everything below it to what survives a crash; survive
+// decides, for each unsynced change, whether it reached the disk anyway.
+func reset(d *memNode, seen map[*memNode]bool, survive func() bool) {
 	if seen[d] {
 		return
 	}
 	seen[d] = true
-	d.children = cloneEntries(d.synced)
-	for _, c := range d.children {
-		if c.dir {
-			resetDir(c, seen)
-		} else if !seen[c] {
+	names := make([]string, 0, len(d.children)+len(d.synced))
+	for name := range d.children {
+		names = append(names, name)
+	}
+	for name := range d.synced {
+		if _, ok := d.children[name]; !ok {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names) // the same draws for the same seed
+	after := make(map[string]*memNode, len(names))
+	for _, name := range names {
+		cur, inCur := d.children[name]
+		syn, inSyn := d.synced[name]
+		switch {
+		case inCur && inSyn && cur == syn:
+			after[name] = cur
+		case survive():
+			if inCur {
+				after[name] = cur
+			}
+		case inSyn:
+			after[name] = syn
+		}
+	}
+	d.children, d.synced = after, cloneEntries(after)
+	for _, name := range names {
+		c, ok := after[name]
+		switch {
+		case !ok:
+		case c.dir:
+			reset(c, seen, survive)
+		case !seen[c]:
 			seen[c] = true
-			c.data = cloneBytes(c.syncedData)
-			c.mtime = c.syncedMtime
+			if !bytes.Equal(c.data, c.syncedData) && survive() {
+				c.syncedData, c.syncedMtime = cloneBytes(c.data), c.mtime
+			}
+			c.data, c.mtime = cloneBytes(c.syncedData), c.syncedMtime
 		}
 	}
 }

@@ -3,7 +3,9 @@ package vfs
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -342,5 +344,44 @@ func TestErrorFS(t *testing.T) {
 	}
 	if a, b := run(), run(); a != b || a == 0 || a == 50 {
 		t.Fatalf("random faults: %d then %d failures of 50", a, b)
+	}
+}
+
+func TestMemFSCrashKeeping(t *testing.T) {
+	build := func() *MemFS {
+		m := NewMemFS()
+		if err := m.MkdirAll("/d", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		m.SyncAll()
+		for i := 0; i < 40; i++ {
+			write(t, m, filepath.Join("/d", string(rune('a'+i%26))+string(rune('a'+i/26))), "x", false)
+		}
+		return m
+	}
+	m := build()
+	m.CrashKeeping(rand.New(rand.NewSource(1)), 1)
+	if entries, _ := m.ReadDir("/d"); len(entries) != 40 || content(t, m, "/d/aa") != "x" {
+		t.Fatalf("keep=1 lost unsynced changes: %d entries, /d/aa %q", len(entries), content(t, m, "/d/aa"))
+	}
+	counts := map[string]int{}
+	for seed := int64(1); seed <= 2; seed++ {
+		m := build()
+		m.CrashKeeping(rand.New(rand.NewSource(seed)), 0.5)
+		entries, _ := m.ReadDir("/d")
+		for _, e := range entries {
+			counts[fmt.Sprintf("%d %s", seed, content(t, m, filepath.Join("/d", e.Name())))]++
+		}
+		if len(entries) == 0 || len(entries) == 40 {
+			t.Fatalf("keep=0.5, seed %d: %d of 40 unsynced files survived", seed, len(entries))
+		}
+	}
+	if counts["1 x"] == 0 || counts["1 "] == 0 {
+		t.Fatalf("keep=0.5: surviving files' unsynced content kept or dropped all alike: %v", counts)
+	}
+	m = build()
+	m.CrashKeeping(rand.New(rand.NewSource(1)), 0)
+	if entries, _ := m.ReadDir("/d"); len(entries) != 0 {
+		t.Fatalf("keep=0 kept %d unsynced files", len(entries))
 	}
 }
