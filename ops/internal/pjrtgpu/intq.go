@@ -177,9 +177,10 @@ func progSignedMaxBlocks(wd safetensors.DType, out, in, bh, bw int) ([]byte, err
 // progIntCodes computes the integer codes of an [out, in] weight given each
 // cell's float64 reciprocal scale rcp [out, in/bw] (and, when asym, the
 // zero points as float32): v = float32(float64(x)·rcp) (the CPU's
-// quotient), v = float32(v + zp), q = RNE(clamp(v, qmin, qmax)). A float32
-// subnormal v, flushed to zero or not, gives the same code (0, or zp after
-// the add), so the result does not depend on the device's flush-to-zero.
+// quotient, rounded with integer arithmetic), v = float32(v + zp), q =
+// RNE(clamp(v, qmin, qmax)). A float32 subnormal v, flushed to zero or not
+// by the add, gives the same code (0, or zp after the add), so the result
+// does not depend on the device's flush-to-zero.
 // bits 8: int8 bytes [out, in]; bits 4: q + 8 packed eight to a u32 word,
 // code c in bits 4·(c%8) of word c/8, padding codes zero ([out, cdiv(in,
 // 8)]).
@@ -188,7 +189,9 @@ func progIntCodes(wd safetensors.DType, out, in, bw, bits int, asym bool) ([]byt
 	c := cdiv(in, bw)
 	_, x := g.weightInput(wd, out, in)
 	rcp := g.input("rcp", dtypes.Float64, out, c)
-	v := g.convert(g.bin(stablehlo.Multiply, x, g.blockGrid(rcp, out, in, 1, bw)), dtypes.Float32)
+	// The quotient rounded to float32 by integer arithmetic (no conversion
+	// a compiler could fold into the add below).
+	v := g.bitcast(g.f64ToF32Bits(g.bin(stablehlo.Multiply, x, g.blockGrid(rcp, out, in, 1, bw))), dtypes.Float32)
 	if asym {
 		zp := g.input("zp", dtypes.Float32, out, c)
 		v = g.bin(stablehlo.Add, v, g.blockGrid(zp, out, in, 1, bw))
