@@ -1,7 +1,11 @@
 package cli
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -116,7 +120,7 @@ func cmdExport() *cli.Command {
 				progress = exportFailpoint(progress)
 			}
 			start := time.Now()
-			res, err := s.Export(c.Context, c.Args().Get(0), c.Args().Get(1), progress)
+			res, err := exportComplete(c.Context, s, c.Args().Get(0), c.Args().Get(1), progress)
 			done()
 			if err != nil {
 				return err
@@ -128,6 +132,84 @@ func cmdExport() *cli.Command {
 			return nil
 		}),
 	}
+}
+
+// exportTmp is the directory an export writes into before its files take their
+// final names: beside DEST when DEST does not exist (".NAME" + exportTmp), inside
+// it when DEST is an existing empty directory.
+const exportTmp = ".heft-export"
+
+// exportComplete is store.Export such that a crash (or kill) never leaves a file
+// at its final name in dest with wrong bytes: store.Export sizes each file first
+// and fills it in place, so an interrupted export would leave full-size files
+// that are partly zeros. The files are written into a temporary directory and
+// take their final names only once every one is complete:
+//   - dest does not exist: the export goes to ".NAME.heft-export" beside it, which
+//     is renamed to dest at the end (atomically); a crash leaves only that hidden
+//     directory, which the next export to dest removes first;
+//   - dest is an empty directory: the export goes to dest/.heft-export, and each
+//     entry is then renamed into dest. A crash while writing leaves only that
+//     hidden directory, which the next export to dest removes first; a crash
+//     while renaming leaves complete files (and a re-run is refused until dest is
+//     emptied).
+//
+// A dest that is not an empty directory is refused, as store.Export refuses it.
+func exportComplete(ctx context.Context, s *store.Store, ref, dest string, progress func(done, total int64)) (*store.ExportResult, error) {
+	if _, err := s.Resolve(ref); err != nil {
+		return nil, err
+	}
+	dest = filepath.Clean(dest)
+	entries, err := os.ReadDir(dest)
+	if err == nil && len(entries) == 1 && entries[0].Name() == exportTmp {
+		// Only what an interrupted export to this directory left: start again.
+		if err := os.RemoveAll(filepath.Join(dest, exportTmp)); err != nil {
+			return nil, fmt.Errorf("export: removing what an interrupted export left: %w", err)
+		}
+		entries = nil
+	}
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		parent := filepath.Dir(dest)
+		if err := os.MkdirAll(parent, 0o755); err != nil {
+			return nil, fmt.Errorf("export: %w", err)
+		}
+		tmp := filepath.Join(parent, "."+filepath.Base(dest)+exportTmp)
+		if err := os.RemoveAll(tmp); err != nil {
+			return nil, fmt.Errorf("export: removing %s, left by an interrupted export: %w", tmp, err)
+		}
+		res, err := s.Export(ctx, ref, tmp, progress)
+		if err == nil {
+			if err = os.Rename(tmp, dest); err != nil {
+				err = fmt.Errorf("export: %w", err)
+			}
+		}
+		if err != nil {
+			_ = os.RemoveAll(tmp)
+			return nil, err
+		}
+		return res, nil
+	case err != nil || len(entries) > 0:
+		return s.Export(ctx, ref, dest, progress) // refused with store.Export's message
+	}
+	tmp := filepath.Join(dest, exportTmp)
+	res, err := s.Export(ctx, ref, tmp, progress)
+	if err != nil {
+		_ = os.RemoveAll(tmp)
+		return nil, err
+	}
+	done, err := os.ReadDir(tmp)
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	for _, e := range done {
+		if err := os.Rename(filepath.Join(tmp, e.Name()), filepath.Join(dest, e.Name())); err != nil {
+			return nil, fmt.Errorf("export: %w", err)
+		}
+	}
+	if err := os.Remove(tmp); err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	return res, nil
 }
 
 // exportFailpoint wraps an export's progress function so that a failpoints build
