@@ -89,7 +89,9 @@ func hasRef(t testing.TB, storeDir, ref string) bool {
 // repo it creates.
 func checkExportOf(t testing.TB, storeDir, ref string, want map[string]string, what string) {
 	t.Helper()
-	dest := filepath.Join(t.TempDir(), "export")
+	dir := t.TempDir()
+	defer os.RemoveAll(dir)
+	dest := filepath.Join(dir, "export")
 	if r := heft(t, storeDir, "export", ref, dest); r.code != 0 {
 		t.Fatalf("%s: export %s: exit %d: %s", what, ref, r.code, r.stderr)
 	}
@@ -103,20 +105,20 @@ func checkExportOf(t testing.TB, storeDir, ref string, want map[string]string, w
 			t.Fatalf("%s: %s: %s differs", what, ref, p)
 		}
 	}
-	os.RemoveAll(dest)
 }
 
 // exportTree exports ref and returns its files' sha256, without the .gitattributes
 // the Hub adds to a repo it creates.
 func exportTree(t testing.TB, storeDir, ref string) map[string]string {
 	t.Helper()
-	dest := filepath.Join(t.TempDir(), "export")
+	dir := t.TempDir()
+	defer os.RemoveAll(dir)
+	dest := filepath.Join(dir, "export")
 	if r := heft(t, storeDir, "export", ref, dest); r.code != 0 {
 		t.Fatalf("export %s: exit %d: %s", ref, r.code, r.stderr)
 	}
 	got := hashTree(t, dest)
 	delete(got, ".gitattributes")
-	os.RemoveAll(dest)
 	return got
 }
 

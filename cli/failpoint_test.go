@@ -443,9 +443,13 @@ func sameHashes(a, b map[string]string) bool {
 	return true
 }
 
+// checkExport exports ref and compares every file with want. The export is
+// removed afterwards (kill tests export thousands of times).
 func checkExport(t *testing.T, storeDir, ref string, want map[string]string, what string) {
 	t.Helper()
-	dest := filepath.Join(t.TempDir(), "export")
+	dir := t.TempDir()
+	defer os.RemoveAll(dir)
+	dest := filepath.Join(dir, "export")
 	if r := heft(t, storeDir, "export", ref, dest); r.code != 0 {
 		t.Fatalf("%s: export %s: exit %d: %s", what, ref, r.code, r.stderr)
 	}
