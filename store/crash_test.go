@@ -58,7 +58,7 @@ import (
 // by default points are spaced so that each workload tries at most
 // crashPointsPerWorkload (today every workload has fewer operations, so all).
 
-const crashPointsPerWorkload = 40
+const crashPointsPerWorkload = 64
 
 type crashSnapshot struct {
 	fs    *vfs.MemFS // synced state only
