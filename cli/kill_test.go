@@ -289,5 +289,21 @@ func TestKillWorkloads(t *testing.T) {
 		}
 		mustHeft(t, s, "verify", "--read-data")
 	}
+	// Known leak (reported, not yet fixed: store/ is being refactored): a kill
+	// between writing a temp file with fsutil.WriteFileAtomic and renaming it
+	// (the refs file, mostly) leaves a ".tmp-NAME-*" file outside packs/, which gc
+	// does not sweep. Counted here so the long run reports it.
+	for _, s := range []string{local, server} {
+		var left []string
+		filepath.Walk(s, func(p string, info os.FileInfo, err error) error {
+			if err == nil && !info.IsDir() && strings.HasPrefix(info.Name(), ".tmp-") && !strings.Contains(p, string(filepath.Separator)+"packs"+string(filepath.Separator)) {
+				left = append(left, strings.TrimPrefix(p, s+string(filepath.Separator)))
+			}
+			return nil
+		})
+		if len(left) > 0 {
+			t.Logf("%s: %d temp files outside packs/ that gc does not reclaim: %v", filepath.Base(s), len(left), left)
+		}
+	}
 	t.Logf("%d workloads × %d kills in %v", ran, kills, time.Since(start).Round(time.Second))
 }
