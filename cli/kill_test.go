@@ -56,10 +56,9 @@ func TestKillWorkloads(t *testing.T) {
 	baseTree, tunedTree, freshTree, otherTree := hashTree(t, base), hashTree(t, tuned), hashTree(t, fresh), hashTree(t, other)
 	server, local := filepath.Join(root, "server"), filepath.Join(root, "local")
 	mustHeft(t, server, "import", base, "--name", "org/base")
-	mustHeft(t, server, "import", tuned, "--name", "org/tuned")
 	mustHeft(t, server, "import", other, "--name", "org/other")
 	mustHeft(t, local, "import", base, "--name", "org/base")
-	mustHeft(t, local, "import", tuned, "--name", "org/mine")
+	mustHeft(t, local, "import", tuned, "--name", "org/mine") // the server lacks it: pushes store it all
 	token := strings.TrimSpace(mustHeft(t, server, "token", "create", "--scope", "write", "--namespace", "org", "--namespace", "team").stdout)
 	srv := newServe(t, server)
 	srv.start()
