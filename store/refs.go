@@ -283,6 +283,11 @@ func (s *Store) UpdateRefs(updates []RefUpdate, message string) error {
 			return err
 		}
 	}
+	// A writer killed between creating its temp file and renaming it left the
+	// temp behind; under refs.lock no live writer owns one.
+	if _, err := vfs.RemoveStaleTemps(s.fs, s.refsPath()); err != nil {
+		return fmt.Errorf("write refs: %w", err)
+	}
 	if err := vfs.WriteFileAtomic(s.fs, s.refsPath(), encodeRefs(refs), 0o600); err != nil {
 		if errors.Is(err, vfs.ErrNotDurable) {
 			return fmt.Errorf("write refs: the refs changed, but a crash now could undo it: %w", err)

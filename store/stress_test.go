@@ -162,7 +162,7 @@ func TestConcurrentWritersReadersGC(t *testing.T) {
 }
 
 // uploadDir stores a directory the way the hub's upload flow does: each file
-// through IngestFile (recorded as an upload), then one commit.
+// through IngestFile (recorded as an upload by it), then one commit.
 func uploadDir(s *Store, dir, ref string) error {
 	var files []ManifestEntry
 	err := filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
@@ -174,11 +174,11 @@ func uploadDir(s *Store, dir, ref string) error {
 		if err != nil {
 			return err
 		}
-		res, err := s.IngestFile(ctx, filepath.ToSlash(rel), bytes.NewReader(data), int64(len(data)), IngestOptions{})
+		// Recorded as an upload within the ingest: gc runs with a 50 ms grace
+		// here, so a separate RecordUpload could come after a gc that reclaimed
+		// the still unreferenced file (as the hub once did).
+		res, err := s.IngestFile(ctx, filepath.ToSlash(rel), bytes.NewReader(data), int64(len(data)), IngestOptions{UploadRepo: ref})
 		if err != nil {
-			return err
-		}
-		if err := s.RecordUpload(ref, res.SHA256, res.ID); err != nil {
 			return err
 		}
 		files = append(files, ManifestEntry{Path: filepath.ToSlash(rel), File: res.ID})

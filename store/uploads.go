@@ -50,8 +50,28 @@ func shaKey(sha256 string) ([]byte, error) {
 }
 
 // RecordUpload notes that repo uploaded the file with content sha256 now. The
-// file must be stored (IngestFile returned).
+// file must be stored and indexed: RecordUpload checks, under the lock that
+// keeps gc out, that it still is (a gc may have reclaimed an unreferenced file
+// since it was stored), and returns ErrNotFound otherwise. IngestFile and
+// IngestObject record an upload atomically with IngestOptions.UploadRepo.
 func (s *Store) RecordUpload(repo, sha256 string, file ID) error {
+	gcLock, err := s.writerLock()
+	if err != nil {
+		return err
+	}
+	defer gcLock.Unlock()
+	locs, err := s.idx.lookup([]ID{file})
+	if err != nil {
+		return err
+	}
+	if _, ok := locs[file]; !ok {
+		return fmt.Errorf("%w: record upload of %s for %s: file object %s is no longer stored (reclaimed by gc?)", ErrNotFound, sha256, repo, file.Short())
+	}
+	return s.recordUpload(repo, sha256, file)
+}
+
+// recordUpload writes the upload record; the caller holds the writer lock.
+func (s *Store) recordUpload(repo, sha256 string, file ID) error {
 	key, err := shaKey(sha256)
 	if err != nil {
 		return err

@@ -45,6 +45,10 @@ type IngestOptions struct {
 	Base string
 	// Progress, when set, is called with the bytes read so far and the total.
 	Progress func(done, total int64)
+	// UploadRepo, when set, records the stored file as uploaded by that
+	// repository (as RecordUpload does) before the ingest lets gc run, so no gc
+	// can fall between storing the unreferenced file and protecting it.
+	UploadRepo string
 }
 
 // IngestFile stores one file of a model directory whose size bytes arrive on r, as
@@ -168,6 +172,12 @@ func (s *Store) ingest(ctx context.Context, path string, isSafetensors, sniff bo
 	res.Stats = stats
 	if err != nil {
 		return nil, err
+	}
+	if opts.UploadRepo != "" {
+		// Still under the writer lock: gc cannot run before the upload is recorded.
+		if err := s.recordUpload(opts.UploadRepo, res.SHA256, res.ID); err != nil {
+			return nil, err
+		}
 	}
 	return &res, nil
 }

@@ -170,14 +170,15 @@ func (w *Writer) StoreObject(ctx context.Context, repo, oid string, size int64, 
 		}
 		file = id
 	} else {
-		res, err := w.s.IngestObject(ctx, vr, size, store.IngestOptions{ExpectSHA256: oid})
-		if err != nil {
+		// Stored and recorded for repo before gc may run: an unreferenced
+		// upload is never reclaimed between the two.
+		if _, err := w.s.IngestObject(ctx, vr, size, store.IngestOptions{ExpectSHA256: oid, UploadRepo: repo}); err != nil {
 			if mErr := vr.check(oid, size); mErr != nil && vr.err == nil {
 				return mErr
 			}
 			return fmt.Errorf("upload %s: %w", oid, err)
 		}
-		file = res.ID
+		return nil
 	}
 	return w.s.RecordUpload(repo, oid, file)
 }

@@ -44,6 +44,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 )
 
 // File is an open file of an FS. *os.File satisfies it.
@@ -123,6 +124,28 @@ func ReadFile(fsys FS, name string) ([]byte, error) {
 	}
 	defer f.Close()
 	return io.ReadAll(f)
+}
+
+// RemoveStaleTemps removes the temp files WriteFileAtomic(fsys, path, …) left
+// when its process died between creating and renaming them. The caller must
+// hold the lock that serializes the writers of path, so that no live writer
+// owns one; it returns how many it removed.
+func RemoveStaleTemps(fsys FS, path string) (int, error) {
+	dir, prefix := filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-"
+	entries, err := fsys.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range entries {
+		if e.Type().IsRegular() && strings.HasPrefix(e.Name(), prefix) {
+			if err := fsys.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return n, err
+			}
+			n++
+		}
+	}
+	return n, nil
 }
 
 // WriteFileAtomic publishes data at path the one safe way: a temp file in the same
