@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"strings"
@@ -347,5 +348,43 @@ func FuzzSmallBodies(f *testing.F) {
 		}
 		frontMatterError(yr.Content)
 		frontMatterError(string(body))
+	})
+}
+
+// FuzzParseRange: the Range header of resolve requests. Whatever the header
+// and the body size, a satisfiable range lies inside the body and is not
+// empty, and the standard forms give what RFC 9110 says.
+func FuzzParseRange(f *testing.F) {
+	for _, spec := range []string{"bytes=0-99", "bytes=100-", "bytes=-500", "bytes=5-4", "bytes=0-0,5-9", "items=0-1", "bytes= 7 - 9 ", "bytes=-0", "bytes=99999999999999999999-"} {
+		f.Add(spec, int64(1000))
+	}
+	f.Add("bytes=0-", int64(0))
+	f.Fuzz(func(t *testing.T, spec string, size int64) {
+		if size < 0 {
+			size = -(size + 1)
+		}
+		start, length, res := parseRange(spec, size)
+		switch res {
+		case rangeOK:
+			if start < 0 || length <= 0 || start >= size || length > size-start {
+				t.Fatalf("parseRange(%q, %d) = [%d, +%d): outside the body", spec, size, start, length)
+			}
+		case rangeIgnore, rangeUnsatisfiable, rangeEmptyFile:
+			if start != 0 || length != 0 {
+				t.Fatalf("parseRange(%q, %d) = %d, %d with result %d", spec, size, start, length, res)
+			}
+			if res == rangeEmptyFile && size != 0 {
+				t.Fatalf("parseRange(%q, %d): empty-file result for a non-empty body", spec, size)
+			}
+		default:
+			t.Fatalf("parseRange(%q, %d): unknown result %d", spec, size, res)
+		}
+		// A well-formed first-last range of the body is served exactly.
+		var a, b int64
+		if n, err := fmt.Sscanf(spec, "bytes=%d-%d", &a, &b); err == nil && n == 2 && spec == fmt.Sprintf("bytes=%d-%d", a, b) && a >= 0 && a <= b && b < size {
+			if res != rangeOK || start != a || length != b-a+1 {
+				t.Fatalf("parseRange(%q, %d) = %d, %d, %d; want [%d, %d]", spec, size, start, length, res, a, b)
+			}
+		}
 	})
 }
