@@ -141,6 +141,20 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (*GCResult, error) {
 			w.seen[c.ID] = KindChunk
 		}
 	}
+	// Objects pushed here for a ref that has not moved yet.
+	received, err := s.receivedRoots()
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range received {
+		if loc, ok, err := s.locate(id); err != nil {
+			return nil, err
+		} else if ok {
+			if _, seen := w.seen[id]; !seen {
+				w.seen[id] = loc.Kind
+			}
+		}
+	}
 	live := w.seen
 	if err := s.addDeltaBases(live); err != nil {
 		return nil, fmt.Errorf("gc refuses to run: %w", err)

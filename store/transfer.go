@@ -854,7 +854,7 @@ func (sess *session) putStored(o StoredObject, data []byte, plan storePlan) (boo
 }
 
 // ReceivedGrace is how long a received-object record lets pushes into its namespace
-// use the object without sending it again.
+// use the object without sending it again, and keeps it from gc.
 const ReceivedGrace = 24 * time.Hour
 
 // bucketReceived records objects received for a namespace: namespace \x00 object ID
@@ -882,7 +882,9 @@ func decodeReceived(b []byte) (time.Time, error) {
 
 // RecordReceived notes that ns received the objects now (the sender proved it has
 // them by sending them), and drops the namespace's records older than
-// ReceivedGrace. Records do not keep objects from gc.
+// ReceivedGrace. gc keeps objects received within ReceivedGrace, as it keeps
+// uploads: a push that takes longer than gc's grace (a large model over a slow
+// link) must not lose what it sent before the ref moves.
 func (s *Store) RecordReceived(ns string, ids []ID) error {
 	if ns == "" || len(ids) == 0 {
 		return nil
@@ -914,6 +916,36 @@ func (s *Store) RecordReceived(ns string, ids []ID) error {
 		}
 		return nil
 	})
+}
+
+// receivedRoots returns the objects received within ReceivedGrace, in any
+// namespace (gc keeps them); records are expired by RecordReceived.
+func (s *Store) receivedRoots() ([]ID, error) {
+	seen := map[ID]bool{}
+	var roots []ID
+	now := s.now()
+	err := s.idx.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketReceived)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			if len(k) < 33 {
+				return fmt.Errorf("%w: a received-object record has a short key", ErrIndexCorrupt)
+			}
+			at, err := decodeReceived(v)
+			if err != nil {
+				return err
+			}
+			id := ID(k[len(k)-32:])
+			if now.Sub(at) <= ReceivedGrace && !seen[id] {
+				seen[id] = true
+				roots = append(roots, id)
+			}
+			return nil
+		})
+	})
+	return roots, err
 }
 
 // Received reports whether ns received the object within ReceivedGrace.

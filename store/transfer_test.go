@@ -4,7 +4,9 @@ import (
 	"errors"
 	"io"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/heft-dev/heft/internal/modelgen"
 )
@@ -537,7 +539,10 @@ func TestReceivedObjectsAndGC(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := TestStore(t, smallChunks)
-	dst := TestStore(t, smallChunks)
+	var skew atomic.Int64 // added to dst's clock
+	dstOpts := smallChunks
+	dstOpts.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	dst := TestStore(t, dstOpts)
 	res := importDir(t, src, dir, "m")
 	_, rest := plan(t, src, dst, res.Commit, nil)
 	send(t, src, dst, rest[:len(rest)/2], "acme")
@@ -548,9 +553,20 @@ func TestReceivedObjectsAndGC(t *testing.T) {
 		t.Fatalf("gc within the grace period removed received objects: %d planned, want %d", len(again), len(rest)-len(rest)/2)
 	}
 	send(t, src, dst, rest[len(rest)/2:], "acme")
+	// gc keeps what was received within ReceivedGrace, even with no grace for
+	// packs: a push slower than gc's grace keeps what it sent.
 	if _, err := dst.GC(ctx, GCOptions{Grace: -1}); err != nil {
 		t.Fatal(err)
 	}
+	if _, again := plan(t, src, dst, res.Commit, nil); len(again) != 0 {
+		t.Fatalf("gc removed %d received objects within ReceivedGrace", len(again))
+	}
+	// A day later the records have expired and gc takes the unreferenced objects.
+	skew.Store(int64(ReceivedGrace + time.Hour))
+	if _, err := dst.GC(ctx, GCOptions{Grace: -1}); err != nil {
+		t.Fatal(err)
+	}
+	skew.Store(0)
 	err := dst.UpdateRefVerified(RefChange{Ref: mustRef(t, "m"), New: res.Commit})
 	wantErr(t, err, ErrIncomplete)
 	// The records outlive the objects; they do not make them present.

@@ -102,7 +102,13 @@ type server struct {
 
 func newServer(t *testing.T, opts remote.Options) *server {
 	t.Helper()
-	sv := &server{s: newStore(t)}
+	return newServerOn(t, newStore(t), opts)
+}
+
+// newServerOn serves s.
+func newServerOn(t *testing.T, s *store.Store, opts remote.Options) *server {
+	t.Helper()
+	sv := &server{s: s}
 	var err error
 	if sv.tokens, err = hub.OpenTokenStore(t.TempDir()); err != nil {
 		t.Fatal(err)
@@ -969,11 +975,18 @@ func packBytes(t *testing.T, s *store.Store) int64 {
 
 // gc between the transfer and the ref update (with no grace) removes what was
 // sent; the update refuses (412) and the client's retry sends it again.
+// TestPushRetriesWhenGCRemovedObjects: gc keeps what a push sent for
+// ReceivedGrace, so a gc in the middle of a push removes nothing of it (one
+// attempt); once the records have expired — a push stalled for a day — gc may
+// remove the objects before the ref moves, and the client sends them again.
 func TestPushRetriesWhenGCRemovedObjects(t *testing.T) {
 	_, _, otherDir := testModels(t)
 	local := newStore(t)
 	commit := importModel(t, local, otherDir, "acme/tiny")
-	sv := newServer(t, remote.Options{})
+	var skew atomic.Int64 // added to the server store's clock
+	opts := storeOpts
+	opts.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	sv := newServerOn(t, store.TestStore(t, opts), remote.Options{})
 	var gcs atomic.Int32
 	sv.wrap.setOnUpdate(func() {
 		if gcs.Add(1) == 1 {
@@ -988,8 +1001,42 @@ func TestPushRetriesWhenGCRemovedObjects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if tr.Attempts != 1 || tr.ObjectBytes != lacked {
+		t.Fatalf("push with a gc before the ref moved: %d attempts, %d bytes sent (%d lacked)", tr.Attempts, tr.ObjectBytes, lacked)
+	}
+	exportMatches(t, sv.s, "acme/tiny", otherDir)
+
+	// With the server's clock a day ahead when gc runs, the records have
+	// expired: after the ref is dropped gc takes the model, and again in the
+	// middle of the next push, which then sends it a second time.
+	name, err := store.ParseRef("acme/tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sv.s.UpdateRefs([]store.RefUpdate{{Ref: name, Old: ref(t, sv.s, "acme/tiny")}}, "test: drop"); err != nil {
+		t.Fatal(err)
+	}
+	dayLaterGC := func() {
+		skew.Store(int64(store.ReceivedGrace + time.Hour))
+		defer skew.Store(0)
+		if _, err := sv.s.GC(ctx, store.GCOptions{Grace: -1}); err != nil {
+			t.Error(err)
+		}
+	}
+	dayLaterGC()
+	gcs.Store(0)
+	sv.wrap.setOnUpdate(func() {
+		if gcs.Add(1) == 1 {
+			dayLaterGC()
+		}
+	})
+	_, lacked = missingBytes(t, local, sv.s, commit)
+	tr, err = c.Push(ctx, storeremote.New(local), remote.ID(commit), "acme/tiny", remote.PushOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if tr.Attempts != 2 || tr.ObjectBytes != 2*lacked {
-		t.Fatalf("push: %d attempts, %d bytes sent (%d lacked)", tr.Attempts, tr.ObjectBytes, lacked)
+		t.Fatalf("push with expired records: %d attempts, %d bytes sent (%d lacked)", tr.Attempts, tr.ObjectBytes, lacked)
 	}
 	exportMatches(t, sv.s, "acme/tiny", otherDir)
 }
