@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run.sh FUZZTIME: the long fuzz run on a machine without Go (the device tool's
 # host): every target of targets.txt at once, each for FUZZTIME of wall time
-# with one worker, from the corpus of earlier rounds (cache.tar.gz, if present).
+# with one worker (FUZZ_PARALLEL workers if set), from the corpus of earlier rounds (cache.tar.gz, if present).
 # Writes to $OUT: cache.tar.gz (the grown corpus, for the next round),
 # results.txt, logs.tar.gz (a log per target) and crashers.tar.gz (new failing
 # inputs under their testdata/fuzz paths, to commit). Needs prepare.sh's outputs.
@@ -21,7 +21,7 @@ touch /tmp/fz/start
 while read -r dir bin name; do
     (
         cd "$root/$dir" || exit 1
-        /tmp/fz/bin/"$bin" -test.run='^$' -test.fuzz="^${name}\$" -test.fuzztime="$fuzztime" -test.parallel=1 \
+        /tmp/fz/bin/"$bin" -test.run='^$' -test.fuzz="^${name}\$" -test.fuzztime="$fuzztime" -test.parallel="${FUZZ_PARALLEL:-1}" \
             -test.timeout=0 -test.fuzzcachedir="/tmp/fz/cache/$dir" > "$out/logs/$name.log" 2>&1
         echo "$? $dir $name $(grep -o 'execs: [0-9]*' "$out/logs/$name.log" | tail -1)" >> "$out/results.txt"
     ) &

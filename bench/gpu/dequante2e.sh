@@ -6,13 +6,13 @@
 # materialized (the bridge stored as data), and the recipe bridge is exported
 # (recipes evaluated on read, on the CPU). Prints wall time, GB/s of bridge
 # weights and the stages (reading inputs, computing, storing) from --json.
-# Needs bench/gpu/e2e/{heft,lorae2e} (cgo heft).
+# Needs bench/gpu/e2e/{heft,lorae2e} (cgo heft). SCALE=8 divides the shapes by 8.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 bin="$here/e2e"
 work=${WORK:-$(mktemp -d)}
 trap 'rm -rf "$work"' EXIT
-"$bin/lorae2e" -out "$work/models" -layers "${LAYERS:-4}" -fp8
+"$bin/lorae2e" -out "$work/models" -layers "${LAYERS:-4}" -scale "${SCALE:-1}" -fp8
 /usr/bin/time -f "import fp8: %e s, %M KiB" "$bin/heft" --store "$work/store" --quiet import "$work/models/fp8" --name q/fp8
 run() { # name, heft args...
     local name=$1; shift

@@ -3,18 +3,20 @@
 # one-layer model with Qwen3-32B's shapes and its fine-tune are imported, then
 # rank-256 adapters are extracted on the GPU (and, for one module set, on the CPU
 # for comparison of results). Needs bench/gpu/e2e/{heft,lorae2e} (cgo heft).
+# LAYERS (1), DEVICES ("gpu cpu"), RANK (256); SCALE=8 divides the shapes by 8
+# (a quick run on a small machine).
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 bin="$here/e2e"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-"$bin/lorae2e" -out "$work/models" -layers "${LAYERS:-1}"
+"$bin/lorae2e" -out "$work/models" -layers "${LAYERS:-1}" -scale "${SCALE:-1}"
 h() { "$bin/heft" --store "$work/store" "$@"; }
 /usr/bin/time -f "import base: %e s, %M KiB" "$bin/heft" --store "$work/store" --quiet import "$work/models/base" --name q/base
 /usr/bin/time -f "import tuned: %e s, %M KiB" "$bin/heft" --store "$work/store" --quiet import "$work/models/tuned" --name q/tuned
 h doctor
 for dev in ${DEVICES:-gpu cpu}; do
-    /usr/bin/time -f "lora extract --device $dev: %e s, %M KiB peak RSS" "$bin/heft" --store "$work/store" --json lora extract --base q/base --tuned q/tuned --rank 256 --device $dev --name q/lora-$dev > "$work/lora-$dev.json"
+    /usr/bin/time -f "lora extract --device $dev: %e s, %M KiB peak RSS" "$bin/heft" --store "$work/store" --json lora extract --base q/base --tuned q/tuned --rank "${RANK:-256}" --device $dev --name q/lora-$dev > "$work/lora-$dev.json"
     python3 - "$work/lora-$dev.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))

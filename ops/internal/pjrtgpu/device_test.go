@@ -4,6 +4,7 @@ package pjrtgpu
 
 import (
 	"errors"
+	"fmt"
 	"maps"
 	"math"
 	"os"
@@ -51,33 +52,39 @@ func testDevice(t *testing.T) *Device {
 	return testDev
 }
 
-func TestDequantFP8Parity(t *testing.T) {
-	d := testDevice(t)
-	for _, c := range DequantCases(1) {
+// parityResult logs one case's outcome as "parity<TAB>test<TAB>case<TAB>result"
+// (shown with -v), which bench/gpu/parity.sh gathers into its table.
+func parityResult(t *testing.T, name, format string, args ...any) {
+	t.Helper()
+	t.Logf("parity\t%s\t%s\t%s", t.Name(), name, fmt.Sprintf(format, args...))
+}
+
+// checkDequantCases runs each case with the device's kernel choice, bit for
+// bit against the CPU.
+func checkDequantCases(t *testing.T, d *Device, cases []DequantCase) {
+	t.Helper()
+	for _, c := range cases {
 		bad, first, err := CheckDequant(d, c)
-		if err != nil {
+		switch {
+		case err != nil:
 			t.Errorf("%s: %v", c.Name, err)
-			continue
-		}
-		if bad > 0 {
+			parityResult(t, c.Name, "ERROR %v", err)
+		case bad > 0:
 			t.Errorf("%s: %d elements differ; first %s", c.Name, bad, first)
+			parityResult(t, c.Name, "DIFFERS %d elements; first %s", bad, first)
+		default:
+			parityResult(t, c.Name, "identical")
 		}
 	}
 }
 
+func TestDequantFP8Parity(t *testing.T) {
+	checkDequantCases(t, testDevice(t), DequantCases(1))
+}
+
 // TestDequantIntParity: INT8 and packed 4-bit modules, bit for bit.
 func TestDequantIntParity(t *testing.T) {
-	d := testDevice(t)
-	for _, c := range IntDequantCases(1) {
-		bad, first, err := CheckDequant(d, c)
-		if err != nil {
-			t.Errorf("%s: %v", c.Name, err)
-			continue
-		}
-		if bad > 0 {
-			t.Errorf("%s: %d elements differ; first %s", c.Name, bad, first)
-		}
-	}
+	checkDequantCases(t, testDevice(t), IntDequantCases(1))
 }
 
 // TestDequantIntUnsupported: what the integer kernel does not take, or
@@ -126,9 +133,13 @@ func TestDequantKernels(t *testing.T) {
 				bad++
 				if k != DequantF32 {
 					t.Errorf("%s: %s: %d elements differ; first %s", k, c.Name, n, first)
+					parityResult(t, "kernel "+k+": "+c.Name, "DIFFERS %d elements; first %s", n, first)
 				} else {
 					t.Logf("%s: %s: %d elements differ; first %s", k, c.Name, n, first)
+					parityResult(t, "kernel "+k+": "+c.Name, "differs %d elements (allowed: used only where its probe passes)", n)
 				}
+			} else {
+				parityResult(t, "kernel "+k+": "+c.Name, "identical")
 			}
 		}
 		t.Logf("kernel %s: %d of %d cases differ", k, bad, len(DequantCases(1)))
@@ -158,6 +169,9 @@ func TestDequantizeBatch(t *testing.T) {
 	for i, it := range items {
 		if bad, first := compareDequant(cases[i], it.Dst, want[i]); bad > 0 {
 			t.Errorf("%s: %d elements differ; first %s", cases[i].Name, bad, first)
+			parityResult(t, "batch: "+cases[i].Name, "DIFFERS %d elements; first %s", bad, first)
+		} else {
+			parityResult(t, "batch: "+cases[i].Name, "identical")
 		}
 	}
 	bad := items[0]
@@ -178,9 +192,23 @@ func TestQuantizeFP8Parity(t *testing.T) {
 		if r {
 			refused++
 		}
+		quantizeResult(t, c, r, err)
 	}
 	if refused != 3 {
 		t.Errorf("%d cases refused by the CPU, want the 3 made to be", refused)
+	}
+}
+
+// quantizeResult logs a CheckQuantize outcome.
+func quantizeResult(t *testing.T, c QuantizeCase, refused bool, err error) {
+	t.Helper()
+	switch {
+	case err != nil:
+		parityResult(t, c.Name, "ERROR %v", err)
+	case refused:
+		parityResult(t, c.Name, "refused by both")
+	default:
+		parityResult(t, c.Name, "identical")
 	}
 }
 
@@ -193,6 +221,11 @@ func TestTruncatedSVDAccuracy(t *testing.T) {
 			continue
 		}
 		t.Logf("%s: error %.6g, optimum %.6g, ratio %.5f, orthogonality %.2g, q %d", c.Name, res.Error, res.Optimum, res.Ratio, res.Orthogonality, res.PowerIters)
+		verdict := "within bounds"
+		if res.Ratio > 1.01 || res.Orthogonality > 1e-4 {
+			verdict = "OUT OF BOUNDS"
+		}
+		parityResult(t, c.Name, "%s: error %.5f× the optimum (bound 1.01), orthogonality %.2g (bound 1e-4)", verdict, res.Ratio, res.Orthogonality)
 		if res.Ratio > 1.01 {
 			t.Errorf("%s: error %.6g is %.4f× the optimum %.6g", c.Name, res.Error, res.Ratio, res.Optimum)
 		}
@@ -268,8 +301,14 @@ func TestDequantPack(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: %s: %v", k, c.Name, err)
 			}
-			if n > 0 && k != DequantF32 {
+			switch {
+			case n > 0 && k != DequantF32:
 				t.Errorf("%s: %s: %d elements differ; first %s", k, c.Name, n, first)
+				parityResult(t, "kernel "+k+" packed: "+c.Name, "DIFFERS %d elements; first %s", n, first)
+			case n > 0:
+				parityResult(t, "kernel "+k+" packed: "+c.Name, "differs %d elements (allowed: used only where its probe passes)", n)
+			default:
+				parityResult(t, "kernel "+k+" packed: "+c.Name, "identical")
 			}
 			if k == DequantInt && c.DType == safetensors.BF16 && c.Module.In%2 == 0 {
 				packed++
@@ -286,6 +325,9 @@ func TestDequantPack(t *testing.T) {
 	for _, c := range cases {
 		if n, first, err := CheckDequant(d, c); err != nil || n > 0 {
 			t.Errorf("%s: %d elements differ (first %s), %v", c.Name, n, first, err)
+			parityResult(t, "auto packed: "+c.Name, "DIFFERS %d elements (first %s), %v", n, first, err)
+		} else {
+			parityResult(t, "auto packed: "+c.Name, "identical")
 		}
 	}
 	var items []DequantItem
@@ -305,6 +347,9 @@ func TestDequantPack(t *testing.T) {
 	for i, it := range items {
 		if bad, first := compareDequant(cases[i], it.Dst, want[i]); bad > 0 {
 			t.Errorf("batch %s: %d elements differ; first %s", cases[i].Name, bad, first)
+			parityResult(t, "batch packed: "+cases[i].Name, "DIFFERS %d elements; first %s", bad, first)
+		} else {
+			parityResult(t, "batch packed: "+cases[i].Name, "identical")
 		}
 	}
 }
@@ -322,6 +367,7 @@ func TestQuantizeIntParity(t *testing.T) {
 		if r {
 			refused++
 		}
+		quantizeResult(t, c, r, err)
 	}
 	if refused != IntQuantizeRefused {
 		t.Errorf("%d cases refused by the CPU, want the %d made to be", refused, IntQuantizeRefused)
@@ -331,17 +377,7 @@ func TestQuantizeIntParity(t *testing.T) {
 // TestDequantGeneralParity: AWQ, FP8 per tensor/channel, E5M2, E8M0
 // scales, quanto, packed 8/2-bit and F16 outputs, bit for bit.
 func TestDequantGeneralParity(t *testing.T) {
-	d := testDevice(t)
-	for _, c := range GeneralDequantCases(1) {
-		bad, first, err := CheckDequant(d, c)
-		if err != nil {
-			t.Errorf("%s: %v", c.Name, err)
-			continue
-		}
-		if bad > 0 {
-			t.Errorf("%s: %d elements differ; first %s", c.Name, bad, first)
-		}
-	}
+	checkDequantCases(t, testDevice(t), GeneralDequantCases(1))
 }
 
 // TestDequantGeneralMalformed mutates the general cases (sizes, shapes,
@@ -395,14 +431,20 @@ func TestDequantGeneralMalformed(t *testing.T) {
 		switch {
 		case errors.Is(devErr, ErrUnsupported):
 			refused++
+			parityResult(t, c.Name, "left to the CPU")
 		case devErr != nil:
 			t.Errorf("%s: device: %v", c.Name, devErr)
+			parityResult(t, c.Name, "ERROR device: %v", devErr)
 		case cpuErr != nil:
 			t.Errorf("%s: the CPU refuses (%v), the device answers", c.Name, cpuErr)
+			parityResult(t, c.Name, "ERROR the CPU refuses (%v), the device answers", cpuErr)
 		default:
 			answered++
 			if bad, first := compareDequant(c, got, want); bad > 0 {
 				t.Errorf("%s: %d elements differ; first %s", c.Name, bad, first)
+				parityResult(t, c.Name, "DIFFERS %d elements; first %s", bad, first)
+			} else {
+				parityResult(t, c.Name, "identical")
 			}
 		}
 	}
@@ -420,6 +462,14 @@ func TestReduceParity(t *testing.T) {
 		}
 		for _, b := range bad {
 			t.Errorf("%s: %s", c.Name, b)
+		}
+		switch {
+		case err != nil:
+			parityResult(t, c.Name, "ERROR %v", err)
+		case len(bad) > 0:
+			parityResult(t, c.Name, "OUT OF BOUNDS %s", strings.Join(bad, "; "))
+		default:
+			parityResult(t, c.Name, "within bounds")
 		}
 	}
 	if _, err := d.Cosine(linalg.NewMatrix(3, 4), linalg.NewMatrix(4, 3)); !errors.Is(err, ErrUnsupported) {
