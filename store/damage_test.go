@@ -104,6 +104,7 @@ func TestRepairIndexAfterDelete(t *testing.T) {
 }
 
 func TestCorruptIndexFileIsTyped(t *testing.T) {
+	skipIfShared(t, "damages the local index file by hand")
 	s := TestStore(t, smallChunks)
 	base, _, _, _ := family(t, testCfg())
 	importDir(t, s, base, "org/base")

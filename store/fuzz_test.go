@@ -9,7 +9,7 @@ import (
 
 func FuzzParseRefs(f *testing.F) {
 	id := Sum([]byte("x"))
-	good := encodeRefs(map[RefName]refState{{Name: "org/m", Tag: "main"}: {id: id}, {Name: "m", Tag: "v1"}: {id: id, fixed: true}})
+	good := encodeRefs(map[RefName]refState{{Name: "org/m", Tag: "main"}: {id: id}, {Name: "m", Tag: "v1"}: {id: id, fixed: true}}, 0)
 	f.Add(good)
 	f.Add([]byte(refsHeader + "\n# crc32c 00000000\n"))
 	f.Add(good[:len(good)-3])
@@ -20,7 +20,7 @@ func FuzzParseRefs(f *testing.F) {
 			return
 		}
 		// Whatever parses re-encodes to something that parses to the same refs.
-		again, err := parseRefs(encodeRefs(refs), "refs")
+		again, err := parseRefs(encodeRefs(refs, 0), "refs")
 		if err != nil || len(again) != len(refs) {
 			t.Fatalf("re-encoded refs do not parse back: %v", err)
 		}

@@ -101,6 +101,13 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (*GCResult, error) {
 		return nil, err
 	}
 	defer lock.Unlock()
+	if s.remote != nil {
+		// Index every pack the other nodes published; forget what their gc
+		// removed.
+		if err := s.refreshIndex(ctx, true); err != nil {
+			return nil, err
+		}
+	}
 	res := &GCResult{DryRun: opts.DryRun}
 	if res.PhysicalBefore, err = s.physicalBytes(); err != nil {
 		return nil, err
@@ -203,12 +210,20 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (*GCResult, error) {
 		if len(u.live) == 0 {
 			continue
 		}
-		if _, err := s.fs.Stat(s.packPath(id)); err != nil {
-			return nil, fmt.Errorf("gc refuses to run: %w: pack %s holding %d reachable objects: %v (run `heft verify`)", ErrIntegrity, s.packPath(id), len(u.live), err)
+		if _, err := s.statPack(id); err != nil {
+			return nil, fmt.Errorf("gc refuses to run: %w: pack %s holding %d reachable objects: %v (run `heft verify`)", ErrIntegrity, s.packLocation(id), len(u.live), err)
 		}
 	}
 
 	cutoff := s.now().Add(-opts.Grace)
+	if s.remote != nil {
+		// What another node received or uploaded for a commit that has not
+		// happened yet is recorded only on that node: in a shared store every
+		// pack younger than ReceivedGrace is kept whatever it holds.
+		if received := s.now().Add(-ReceivedGrace); received.Before(cutoff) {
+			cutoff = received
+		}
+	}
 	ids := make([]ID, 0, len(usage))
 	for id := range usage {
 		ids = append(ids, id)
@@ -258,6 +273,11 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (*GCResult, error) {
 	}
 	if err := s.sweepUnindexed(cutoff, opts.DryRun, res); err != nil {
 		return res, err
+	}
+	if s.remote != nil {
+		if err := s.sweepRemoteUnindexed(ctx, cutoff, opts.DryRun, res); err != nil {
+			return res, err
+		}
 	}
 	if res.PhysicalAfter, err = s.physicalBytes(); err != nil {
 		return res, err
@@ -311,15 +331,15 @@ func (s *Store) countUnindexed(live map[ID]Kind) (int, error) {
 	return n, err
 }
 
-func (s *Store) modifiedAfter(path string, cutoff time.Time) (bool, error) {
-	st, err := s.fs.Stat(path)
+func (s *Store) modifiedAfter(id ID, cutoff time.Time) (bool, error) {
+	st, err := s.statPack(id)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}
 	if err != nil {
 		return false, err
 	}
-	return st.ModTime().After(cutoff), nil
+	return st.ModTime.After(cutoff), nil
 }
 
 // planPack decides what gc does with one pack.
@@ -328,7 +348,7 @@ func (s *Store) planPack(u *packUsage, cutoff time.Time, threshold float64) (gcA
 	if !u.hasDead() || (len(u.live) > 0 && liveShare >= threshold) {
 		return gcKeep, nil
 	}
-	young, err := s.modifiedAfter(s.packPath(u.id), cutoff)
+	young, err := s.modifiedAfter(u.id, cutoff)
 	if err != nil {
 		return 0, err
 	}
@@ -437,9 +457,8 @@ func (s *Store) sweepPacks(ctx context.Context, ids []ID, usage map[ID]*packUsag
 		failpoint.Hit(failpoint.GCAfterForgetPack)
 	}
 	for _, id := range drop {
-		s.forgetPackFile(id)
-		if err := s.fs.Remove(s.packPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("gc: delete pack %s: %w", id.Short(), err)
+		if err := s.removePack(id); err != nil {
+			return fmt.Errorf("gc: %w", err)
 		}
 	}
 	for _, id := range rewrite {
@@ -497,6 +516,11 @@ func (s *Store) rewritePack(u *packUsage) (err error) {
 	}
 	failpoint.Hit(failpoint.GCAfterRewritePack)
 	newID := ID(info.ID)
+	if s.remote != nil {
+		if err := s.uploadPack(info); err != nil {
+			return fmt.Errorf("gc: %w", err)
+		}
+	}
 	err = s.idx.update(func(tx *bolt.Tx) error {
 		objs := tx.Bucket(bucketObjects)
 		for id, loc := range moved {
@@ -514,9 +538,8 @@ func (s *Store) rewritePack(u *packUsage) (err error) {
 	if err != nil {
 		return fmt.Errorf("gc: index rewritten pack: %w", err)
 	}
-	s.forgetPackFile(u.id)
-	if err := s.fs.Remove(s.packPath(u.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("gc: delete pack %s: %w", u.id.Short(), err)
+	if err := s.removePack(u.id); err != nil {
+		return fmt.Errorf("gc: %w", err)
 	}
 	return nil
 }
@@ -599,6 +622,9 @@ func (s *Store) walkPackDir(fn func(path string, info os.FileInfo, id ID, isPack
 // physicalBytes is the size of every file under packs/: what the store costs on disk
 // apart from the index (which is a cache).
 func (s *Store) physicalBytes() (int64, error) {
+	if s.remote != nil {
+		return s.remotePhysicalBytes(context.Background())
+	}
 	var n int64
 	err := s.walkPackDir(func(_ string, info os.FileInfo, _ ID, _ bool) error {
 		n += info.Size()

@@ -11,6 +11,7 @@ import (
 )
 
 func TestGCRemovesOnlyUnreachable(t *testing.T) {
+	skipIfShared(t, "gc of a shared store keeps every pack younger than ReceivedGrace (TestSharedStoreGCAcrossNodes covers it)")
 	s := TestStore(t, smallChunks)
 	root := t.TempDir()
 	a, b := filepath.Join(root, "a"), filepath.Join(root, "b")
@@ -122,6 +123,7 @@ func TestGCConcurrentWithImport(t *testing.T) {
 }
 
 func TestGCRefusesWithMissingPack(t *testing.T) {
+	skipIfShared(t, "deletes a local pack file by hand (a shared store fetches it again from the backend)")
 	s := TestStore(t, smallChunks)
 	s.SkipCleanupCheck()
 	base, _, _, _ := family(t, testCfg())

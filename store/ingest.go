@@ -371,6 +371,11 @@ func (p *packer) flush() error {
 		return fmt.Errorf("publish pack: %w", err)
 	}
 	packID := ID(info.ID)
+	if p.s.remote != nil {
+		if err := p.s.uploadPack(info); err != nil {
+			return err
+		}
+	}
 	for id, loc := range p.entries {
 		loc.Pack = packID
 		p.entries[id] = loc

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -63,25 +64,81 @@ func (l *fileLock) Unlock() {
 
 func (s *Store) lockPath(name string) string { return filepath.Join(s.dir, "locks", name) }
 
+// storeLock is the gc lock as one operation holds it: the flock between this
+// node's processes and, in a shared store, a lock object in the backend between
+// nodes (lock_remote.go).
+type storeLock struct {
+	file   *fileLock
+	remote *remoteLock
+}
+
+// Unlock releases both halves; it may be called more than once.
+func (l *storeLock) Unlock() {
+	if l == nil {
+		return
+	}
+	l.remote.release()
+	l.remote = nil
+	l.file.Unlock()
+}
+
 // writerLock is taken (shared) by every operation that adds objects; gc takes it
 // exclusively. It closes the race where an import reuses a chunk that gc has just
-// decided is garbage: while any writer runs, gc waits.
-func (s *Store) writerLock() (*fileLock, error) {
+// decided is garbage: while any writer runs, gc waits. In a shared store the
+// writer then refreshes the index, so it dedups against every pack in the
+// backend and never against one that gc on another node removed.
+func (s *Store) writerLock() (*storeLock, error) {
 	turn, err := lockFile(s.lockPath("gc.turnstile"), false, s.opts.LockTimeout, "gc is waiting to run")
 	if err != nil {
 		return nil, err
 	}
 	turn.Unlock()
-	return lockFile(s.lockPath("gc.lock"), false, s.opts.LockTimeout, "gc is running")
+	f, err := lockFile(s.lockPath("gc.lock"), false, s.opts.LockTimeout, "gc is running")
+	if err != nil {
+		return nil, err
+	}
+	return s.withRemoteLock(f, false, true)
 }
 
 // exclusiveLock takes the gc lock exclusively (gc, repair), holding the turnstile
 // while it waits so that new writers queue behind it.
-func (s *Store) exclusiveLock() (*fileLock, error) {
+func (s *Store) exclusiveLock() (*storeLock, error) { return s.exclusiveLockRefresh(true) }
+
+// exclusiveLockRefresh is exclusiveLock, refreshing the index of a shared store
+// under it only if refresh (repair rebuilds the index instead).
+func (s *Store) exclusiveLockRefresh(refresh bool) (*storeLock, error) {
 	turn, err := lockFile(s.lockPath("gc.turnstile"), true, s.opts.LockTimeout, "another gc or repair is waiting")
 	if err != nil {
 		return nil, err
 	}
 	defer turn.Unlock()
-	return lockFile(s.lockPath("gc.lock"), true, s.opts.LockTimeout, "imports are running")
+	f, err := lockFile(s.lockPath("gc.lock"), true, s.opts.LockTimeout, "imports are running")
+	if err != nil {
+		return nil, err
+	}
+	return s.withRemoteLock(f, true, refresh)
+}
+
+// withRemoteLock adds the backend's lock object to a held flock (shared stores)
+// and refreshes the index under it.
+func (s *Store) withRemoteLock(f *fileLock, exclusive, refresh bool) (*storeLock, error) {
+	l := &storeLock{file: f}
+	if s.remote == nil {
+		return l, nil
+	}
+	ctx := context.Background()
+	rl, err := s.acquireRemoteLock(ctx, exclusive)
+	if err != nil {
+		f.Unlock()
+		return nil, err
+	}
+	l.remote = rl
+	if !refresh {
+		return l, nil
+	}
+	if err := s.refreshIndex(ctx, true); err != nil {
+		l.Unlock()
+		return nil, err
+	}
+	return l, nil
 }

@@ -26,6 +26,19 @@ func (s *Store) packFile(id ID) (vfs.File, error) {
 		return f, nil
 	}
 	f, err := s.fs.Open(s.packPath(id))
+	if errors.Is(err, os.ErrNotExist) && s.remote != nil {
+		// A shared store's pack this node has no copy of yet.
+		s.packMu.Unlock()
+		ferr := s.fetchPack(id)
+		s.packMu.Lock()
+		if ferr != nil {
+			return nil, ferr
+		}
+		if f, ok := s.packFiles[id]; ok {
+			return f, nil
+		}
+		f, err = s.fs.Open(s.packPath(id))
+	}
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, &IntegrityError{Kind: KindChunk, Pack: s.packPath(id), Reason: "pack file is missing"}

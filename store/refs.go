@@ -3,6 +3,7 @@ package store
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -102,6 +103,10 @@ func (s *Store) reflogPath() string { return filepath.Join(s.dir, "logs", "reflo
 
 // readRefs parses the refs file. A missing file is an empty set of refs.
 func (s *Store) readRefs() (map[RefName]refState, error) {
+	if s.remote != nil {
+		refs, _, err := s.readRemoteRefs(context.Background())
+		return refs, err
+	}
 	data, err := vfs.ReadFile(s.fs, s.refsPath())
 	if errors.Is(err, fs.ErrNotExist) {
 		return map[RefName]refState{}, nil
@@ -162,7 +167,10 @@ func cutLastLine(data []byte) (body, last []byte, ok bool) {
 	return data[:i+1], data[i+1 : len(data)-1], true
 }
 
-func encodeRefs(refs map[RefName]refState) []byte {
+// encodeRefs writes the refs file. A positive generation adds a
+// "# generation N" line (shared stores: it makes every version of the refs
+// object distinct, so a compare-and-swap cannot mistake A→B→A for no change).
+func encodeRefs(refs map[RefName]refState, generation uint64) []byte {
 	names := make([]RefName, 0, len(refs))
 	for r := range refs {
 		names = append(names, r)
@@ -170,6 +178,9 @@ func encodeRefs(refs map[RefName]refState) []byte {
 	sort.Slice(names, func(i, j int) bool { return names[i].String() < names[j].String() })
 	var b bytes.Buffer
 	b.WriteString(refsHeader + "\n")
+	if generation > 0 {
+		fmt.Fprintf(&b, "# generation %d\n", generation)
+	}
 	for _, r := range names {
 		fmt.Fprintf(&b, "%s %s", r, refs[r].id)
 		if refs[r].fixed {
@@ -183,7 +194,7 @@ func encodeRefs(refs map[RefName]refState) []byte {
 
 // Refs lists every ref, sorted by name.
 func (s *Store) Refs() ([]RefEntry, error) {
-	refs, err := s.readRefs()
+	refs, err := s.currentRefs()
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +208,7 @@ func (s *Store) Refs() ([]RefEntry, error) {
 
 // Ref returns the commit a ref points to, or ErrNotFound.
 func (s *Store) Ref(r RefName) (ID, error) {
-	refs, err := s.readRefs()
+	refs, err := s.currentRefs()
 	if err != nil {
 		return ID{}, err
 	}
@@ -228,6 +239,45 @@ type RefUpdate struct {
 // them happen, or none (ErrConflict when any ref is not at its Old). A fixed ref can
 // be deleted but not moved; a ref created with Fixed never moves.
 func (s *Store) UpdateRefs(updates []RefUpdate, message string) error {
+	if err := checkRefUpdates(updates); err != nil {
+		return err
+	}
+	failpoint.Hit(failpoint.RefBeforeUpdate)
+	if s.remote != nil {
+		return s.updateRemoteRefs(context.Background(), updates, message)
+	}
+	lock, err := lockFile(filepath.Join(s.dir, "locks", "refs.lock"), true, s.opts.LockTimeout, "another heft process is updating refs")
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	refs, err := s.readRefs()
+	if err != nil {
+		return err
+	}
+	if err := applyRefUpdates(refs, updates); err != nil {
+		return err
+	}
+	if err := s.logRefUpdates(updates, message); err != nil {
+		return err
+	}
+	// A writer killed between creating its temp file and renaming it left the
+	// temp behind; under refs.lock no live writer owns one.
+	if _, err := vfs.RemoveStaleTemps(s.fs, s.refsPath()); err != nil {
+		return fmt.Errorf("write refs: %w", err)
+	}
+	if err := vfs.WriteFileAtomic(s.fs, s.refsPath(), encodeRefs(refs, 0), 0o600); err != nil {
+		if errors.Is(err, vfs.ErrNotDurable) {
+			return fmt.Errorf("write refs: the refs changed, but a crash now could undo it: %w", err)
+		}
+		return fmt.Errorf("write refs: %w", err)
+	}
+	failpoint.Hit(failpoint.RefAfterUpdate)
+	return nil
+}
+
+// checkRefUpdates validates the names of one UpdateRefs call.
+func checkRefUpdates(updates []RefUpdate) error {
 	seen := map[RefName]bool{}
 	for _, u := range updates {
 		if err := u.Ref.Validate(); err != nil {
@@ -238,16 +288,12 @@ func (s *Store) UpdateRefs(updates []RefUpdate, message string) error {
 		}
 		seen[u.Ref] = true
 	}
-	failpoint.Hit(failpoint.RefBeforeUpdate)
-	lock, err := lockFile(filepath.Join(s.dir, "locks", "refs.lock"), true, s.opts.LockTimeout, "another heft process is updating refs")
-	if err != nil {
-		return err
-	}
-	defer lock.Unlock()
-	refs, err := s.readRefs()
-	if err != nil {
-		return err
-	}
+	return nil
+}
+
+// applyRefUpdates checks every update against refs (each a compare-and-swap)
+// and applies them all, or returns ErrConflict and changes nothing.
+func applyRefUpdates(refs map[RefName]refState, updates []RefUpdate) error {
 	for _, u := range updates {
 		cur, exists := refs[u.Ref]
 		if cur.id != u.Old {
@@ -260,18 +306,25 @@ func (s *Store) UpdateRefs(updates []RefUpdate, message string) error {
 			return fmt.Errorf("%w: ref %s is a fixed tag; delete it to point it elsewhere", ErrConflict, u.Ref)
 		}
 	}
-	now := s.now().UTC().Format(time.RFC3339Nano)
 	for _, u := range updates {
 		if u.New.IsZero() {
 			delete(refs, u.Ref)
-		} else {
-			st := refs[u.Ref]
-			if u.Old.IsZero() {
-				st.fixed = u.Fixed
-			}
-			st.id = u.New
-			refs[u.Ref] = st
+			continue
 		}
+		st := refs[u.Ref]
+		if u.Old.IsZero() {
+			st.fixed = u.Fixed
+		}
+		st.id = u.New
+		refs[u.Ref] = st
+	}
+	return nil
+}
+
+// logRefUpdates appends the updates to this node's reflog.
+func (s *Store) logRefUpdates(updates []RefUpdate, message string) error {
+	now := s.now().UTC().Format(time.RFC3339Nano)
+	for _, u := range updates {
 		entry := ReflogEntry{Time: now, Ref: u.Ref.String(), Message: message}
 		if !u.Old.IsZero() {
 			entry.Old = u.Old.String()
@@ -283,18 +336,6 @@ func (s *Store) UpdateRefs(updates []RefUpdate, message string) error {
 			return err
 		}
 	}
-	// A writer killed between creating its temp file and renaming it left the
-	// temp behind; under refs.lock no live writer owns one.
-	if _, err := vfs.RemoveStaleTemps(s.fs, s.refsPath()); err != nil {
-		return fmt.Errorf("write refs: %w", err)
-	}
-	if err := vfs.WriteFileAtomic(s.fs, s.refsPath(), encodeRefs(refs), 0o600); err != nil {
-		if errors.Is(err, vfs.ErrNotDurable) {
-			return fmt.Errorf("write refs: the refs changed, but a crash now could undo it: %w", err)
-		}
-		return fmt.Errorf("write refs: %w", err)
-	}
-	failpoint.Hit(failpoint.RefAfterUpdate)
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -24,7 +25,7 @@ type RepairResult struct {
 // Entries of a pack whose trailer is damaged are recovered from the per-entry headers
 // up to the first damaged one; such packs are reported.
 func (s *Store) RepairIndex() (*RepairResult, error) {
-	lock, err := s.exclusiveLock()
+	lock, err := s.exclusiveLockRefresh(false)
 	if err != nil {
 		return nil, err
 	}
@@ -41,22 +42,7 @@ func (s *Store) RepairIndex() (*RepairResult, error) {
 		return nil, err
 	}
 	res := &RepairResult{DamagedPacks: []string{}}
-	err = s.walkPackDir(func(path string, info os.FileInfo, id ID, isPack bool) error {
-		if !isPack {
-			return nil
-		}
-		scan, err := pack.ScanFS(s.fs, path)
-		if err != nil {
-			res.DamagedPacks = append(res.DamagedPacks, fmt.Sprintf("%s: %v", path, err))
-			return nil
-		}
-		if len(scan.Damage) > 0 || !scan.Complete {
-			res.DamagedPacks = append(res.DamagedPacks, fmt.Sprintf("%s: %d entries recovered (%s mode): %v", path, len(scan.Entries), scan.Mode, errors.Join(scan.Damage...)))
-		}
-		entries := scan.Entries
-		if len(entries) == 0 {
-			return nil
-		}
+	addEntries := func(id ID, size int64, entries []pack.Entry) error {
 		res.Packs++
 		return db.Update(func(tx *bolt.Tx) error {
 			objs := tx.Bucket(bucketObjects)
@@ -72,9 +58,40 @@ func (s *Store) RepairIndex() (*RepairResult, error) {
 				}
 				res.Objects++
 			}
-			return tx.Bucket(bucketPacks).Put(id[:], packRecord{Size: uint64(info.Size()), Entries: uint64(len(entries))}.encode())
+			return tx.Bucket(bucketPacks).Put(id[:], packRecord{Size: uint64(size), Entries: uint64(len(entries))}.encode())
 		})
-	})
+	}
+	if s.remote != nil {
+		// A shared store's index is rebuilt from the backend's packs alone.
+		err = s.forEachRemotePackTable(context.Background(), func(id ID, size int64, entries []pack.Entry, terr error) error {
+			if terr != nil {
+				res.DamagedPacks = append(res.DamagedPacks, terr.Error())
+				return nil
+			}
+			if len(entries) == 0 {
+				return nil
+			}
+			return addEntries(id, size, entries)
+		})
+	} else {
+		err = s.walkPackDir(func(path string, info os.FileInfo, id ID, isPack bool) error {
+			if !isPack {
+				return nil
+			}
+			scan, err := pack.ScanFS(s.fs, path)
+			if err != nil {
+				res.DamagedPacks = append(res.DamagedPacks, fmt.Sprintf("%s: %v", path, err))
+				return nil
+			}
+			if len(scan.Damage) > 0 || !scan.Complete {
+				res.DamagedPacks = append(res.DamagedPacks, fmt.Sprintf("%s: %d entries recovered (%s mode): %v", path, len(scan.Entries), scan.Mode, errors.Join(scan.Damage...)))
+			}
+			if len(scan.Entries) == 0 {
+				return nil
+			}
+			return addEntries(id, info.Size(), scan.Entries)
+		})
+	}
 	if err == nil {
 		err = s.rebuildFileSHAs(db)
 	}

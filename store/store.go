@@ -1,17 +1,21 @@
 package store
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/heft-dev/heft/internal/vfs"
+	"github.com/heft-dev/heft/store/backend"
+	"github.com/heft-dev/heft/store/backend/s3"
 )
 
 // Version is the heft version recorded in commit provenance.
@@ -45,6 +49,20 @@ type Options struct {
 	// durable when it returns. Tests pass a vfs.ErrorFS or vfs.MemFS to inject
 	// faults and simulate crashes. Default vfs.Default (the real filesystem).
 	FS vfs.FS
+	// BackendURL keeps the store's packs and refs in an object store shared by
+	// several nodes (see remote.go): s3://BUCKET/PREFIX[?OPTIONS] as
+	// s3.ParseURL reads it. It is recorded in the config file when the store is
+	// created; opening an existing store uses the recorded URL, and a different
+	// one here is an error. Empty: whatever the config says (a local store by
+	// default).
+	BackendURL string
+	// Backend, when set, is the shared backend itself (tests pass an in-memory
+	// one), used instead of opening BackendURL. The config file records its
+	// location; the store must be opened with a backend at every later open.
+	Backend backend.Backend
+	// RemoteLockTTL is how long a shared store's lock object lives without a
+	// refresh (its holder rewrites it every quarter of it). Default 2 minutes.
+	RemoteLockTTL time.Duration
 }
 
 // DefaultChunkSize is the tensor chunk size: large enough that per-chunk costs
@@ -110,11 +128,22 @@ type Store struct {
 	// published, so a mapping stays valid; gc may unlink a mapped pack, whose pages
 	// then live until Close unmaps them.
 	packMaps map[ID]vfs.Mapping // +checklocks:packMu
+
+	// remote is the shared backend of a store whose packs and refs live in an
+	// object store (nil for a local store).
+	remote *remote
+	// ownsBackend: the store opened the backend (from its URL) and closes it.
+	ownsBackend bool
 }
 
 type storeConfig struct {
 	Format  string `json:"format"`
 	Version int    `json:"version"`
+	// Backend is the URL of the shared backend holding packs and refs, for a
+	// store created with one ("" for a local store; for a backend handed over
+	// as Options.Backend, its kind and location, which cannot be reopened from
+	// the URL alone).
+	Backend string `json:"backend,omitempty"`
 }
 
 const storeFormat = "heft-store"
@@ -130,21 +159,52 @@ func Open(dir string, opts Options) (*Store, error) {
 	s.idx = &index{path: filepath.Join(abs, "index.db"), timeout: opts.LockTimeout}
 	cfgPath := filepath.Join(abs, "config")
 	data, err := vfs.ReadFile(s.fs, cfgPath)
+	var cfg storeConfig
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		if err := s.create(); err != nil {
+		cfg = storeConfig{Format: storeFormat, Version: 1, Backend: opts.BackendURL}
+		if opts.Backend != nil {
+			cfg.Backend = opts.Backend.Properties().Kind + ":" + opts.Backend.Properties().Location
+		}
+		if err := s.create(cfg); err != nil {
 			return nil, err
 		}
 	case err != nil:
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	default:
-		var cfg storeConfig
 		if err := json.Unmarshal(data, &cfg); err != nil || cfg.Format != storeFormat {
 			return nil, fmt.Errorf("%w: %s is not a heft store (bad config file)", ErrInput, abs)
 		}
 		if cfg.Version != 1 {
 			return nil, fmt.Errorf("%w: store %s has format version %d; this heft reads version 1", ErrInput, abs, cfg.Version)
 		}
+		if opts.BackendURL != "" && opts.BackendURL != cfg.Backend {
+			return nil, fmt.Errorf("%w: store %s was created with backend %q, not %q", ErrInput, abs, cfg.Backend, opts.BackendURL)
+		}
+	}
+	be := opts.Backend
+	switch {
+	case be == nil && strings.HasPrefix(cfg.Backend, "s3://"):
+		s3cfg, err := s3.ParseURL(cfg.Backend)
+		if err != nil {
+			return nil, fmt.Errorf("%w: store %s: backend: %v", ErrInput, abs, err)
+		}
+		if be, err = s3.New(s3cfg); err != nil {
+			return nil, fmt.Errorf("store %s: backend: %w", abs, err)
+		}
+	case be == nil && cfg.Backend != "":
+		return nil, fmt.Errorf("%w: store %s keeps its packs in %s, which must be opened by the program that created it", ErrInput, abs, cfg.Backend)
+	case be != nil && cfg.Backend == "":
+		return nil, fmt.Errorf("%w: store %s is a local store; it cannot be opened with a backend", ErrInput, abs)
+	}
+	if be != nil {
+		if err := s.openRemote(context.Background(), be); err != nil {
+			if opts.Backend == nil {
+				_ = be.Close()
+			}
+			return nil, err
+		}
+		s.ownsBackend = opts.Backend == nil
 	}
 	return s, nil
 }
@@ -152,7 +212,7 @@ func Open(dir string, opts Options) (*Store, error) {
 // create lays out a new store. The config file is written last, so a store whose
 // creation was interrupted is simply created again. The index and the lock
 // directory are on the real filesystem, the rest on s.fs (the same one by default).
-func (s *Store) create() error {
+func (s *Store) create(cfg storeConfig) error {
 	for _, d := range []string{s.dir, filepath.Join(s.dir, "locks")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("create store %s: %w", s.dir, err)
@@ -168,8 +228,8 @@ func (s *Store) create() error {
 			return err
 		}
 	}
-	cfg, _ := json.Marshal(storeConfig{Format: storeFormat, Version: 1})
-	if err := vfs.WriteFileAtomic(s.fs, filepath.Join(s.dir, "config"), append(cfg, '\n'), 0o600); err != nil {
+	data, _ := json.Marshal(cfg)
+	if err := vfs.WriteFileAtomic(s.fs, filepath.Join(s.dir, "config"), append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("create store %s: %w", s.dir, err)
 	}
 	return s.fs.SyncDir(filepath.Dir(s.dir))
@@ -189,6 +249,10 @@ func (s *Store) Close() error {
 	for id, m := range s.packMaps {
 		_ = m.Close()
 		delete(s.packMaps, id)
+	}
+	if s.remote != nil && s.ownsBackend {
+		s.ownsBackend = false
+		return s.remote.be.Close()
 	}
 	return nil
 }

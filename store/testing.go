@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"testing"
+
+	"github.com/heft-dev/heft/store/backend"
 )
 
 // TestStore opens a new store in a temporary directory for a test and registers a
@@ -11,6 +13,9 @@ import (
 // SkipCleanupCheck.
 func TestStore(t testing.TB, opts Options) *Store {
 	t.Helper()
+	if sharedTestBackend != nil && opts.Backend == nil && opts.BackendURL == "" {
+		opts.Backend = sharedTestBackend(t)
+	}
 	s, err := Open(t.TempDir(), opts)
 	if err != nil {
 		t.Fatalf("open test store: %v", err)
@@ -24,6 +29,11 @@ func TestStore(t testing.TB, opts Options) *Store {
 	})
 	return s
 }
+
+// sharedTestBackend, when set, gives every TestStore a fresh shared backend:
+// the store's own tests set it from HEFT_TEST_STORE_BACKEND (mem or s3), so
+// that the suite also runs with packs and refs in an object store.
+var sharedTestBackend func(t testing.TB) backend.Backend
 
 // SkipCleanupCheck turns off TestStore's final verify for a store a test damaged.
 func (s *Store) SkipCleanupCheck() { s.skipCheck = true }

@@ -87,30 +87,29 @@ func (s *Store) Verify(ctx context.Context, opts VerifyOptions) (*VerifyResult, 
 	}
 	res.Packs = len(packs)
 	for packID, locs := range byPack {
-		path := s.packPath(packID)
+		path := s.packLocation(packID)
 		rec, indexed := packs[packID]
 		problem := ""
 		var entries map[ID]pack.Entry
-		switch st, err := s.fs.Stat(path); {
+		switch st, err := s.statPack(packID); {
 		case !indexed:
 			problem = "the index lists objects in a pack it does not know"
 		case errors.Is(err, os.ErrNotExist):
 			problem = "pack file is missing"
 		case err != nil:
 			return nil, err
-		case uint64(st.Size()) != rec.Size:
-			problem = fmt.Sprintf("pack file is %d bytes, the index recorded %d", st.Size(), rec.Size)
+		case uint64(st.Size) != rec.Size:
+			problem = fmt.Sprintf("pack file is %d bytes, the index recorded %d", st.Size, rec.Size)
 		default:
-			r, err := pack.OpenFS(s.fs, path)
+			table, err := s.packTable(packID, st.Size)
 			if err != nil {
 				problem = err.Error()
 				break
 			}
 			entries = map[ID]pack.Entry{}
-			for _, e := range r.Entries() {
+			for _, e := range table {
 				entries[ID(e.ID)] = e
 			}
-			_ = r.Close()
 		}
 		for i, loc := range locs {
 			id := locIDs[packID][i]

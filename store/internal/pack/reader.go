@@ -170,3 +170,19 @@ func StoredInMap(m []byte, path string, e Entry) ([]byte, error) {
 	}
 	return buf, nil
 }
+
+// ReadTableAt checks the header and reads the table of a pack of the given size
+// through ra (a ranged reader over a remote object, say) without reading any
+// stored bytes: two small reads at the start and the end. It returns the pack's
+// ID (BLAKE3 of the table) and its entries, or an error matching ErrCorrupt or
+// ErrNotPack, naming path.
+func ReadTableAt(ra io.ReaderAt, path string, size int64) (ID, []Entry, error) {
+	if _, err := readHeader(ra, path, size); err != nil {
+		return ID{}, nil, err
+	}
+	tr, err := readTrailer(ra, path, size)
+	if err != nil {
+		return ID{}, nil, err
+	}
+	return tr.id, tr.entries, nil
+}

@@ -1,0 +1,527 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/heft-dev/heft/store/backend"
+	"github.com/heft-dev/heft/store/internal/pack"
+)
+
+// Shared stores. A store created with a backend (`heft init --backend
+// s3://BUCKET/PREFIX`, or Options.Backend) keeps its packs and its refs in that
+// backend, where every node and CLI user that opens a store over the same bucket
+// and prefix sees them. The local directory keeps what belongs to one node:
+//
+//	index.db   the index, a cache of the backend's pack tables (refreshed, and
+//	           rebuilt from the backend alone by `heft repair index`)
+//	packs/     a cache of the packs this node wrote or read
+//	logs/, ingest/, uploads, received-object records, tokens: this node's own
+//	locks/     flock files between this node's processes
+//
+// Objects in the backend:
+//
+//	config            the format marker, written once
+//	packs/XX/ID.pack  packs, written once (PutIfAbsent) before any index refers to them
+//	refs              the refs file, replaced only by CompareAndSwap; a generation
+//	                  line makes every version distinct
+//	locks/NAME.lock   lock objects: writers hold shared ones, gc an exclusive one
+//
+// Data before metadata holds across nodes: a pack is in the backend before this
+// node's index lists it, and the index commits before the refs object moves; so
+// a node that sees a ref can find every object the ref reaches in the backend.
+// A node notices what others wrote when it reads the refs object (every Ref and
+// Refs call reads it): when its version changed since the last refresh, the node
+// lists the backend's packs and indexes the new ones from their tables (two
+// ranged reads each). Writers and gc refresh under their locks, so an import
+// dedups against everything in the bucket and never against a pack another
+// node's gc removed.
+
+// remoteObject names.
+const (
+	remoteConfigName = "config"
+	remoteRefsName   = "refs"
+	remotePacksDir   = "packs/"
+	remoteLocksDir   = "locks/"
+)
+
+// remote is the backend side of a shared store.
+type remote struct {
+	be backend.Backend
+	// fetches deduplicates concurrent downloads of one pack.
+	fetches singleflight.Group
+
+	// refreshMu serializes index refreshes.
+	refreshMu sync.Mutex
+	// refsSeen is the refs object's version at the last refresh.
+	refsSeen string // +checklocks:refreshMu
+
+	mu sync.Mutex
+	// packs are the backend's packs as of the last listing: size and time of
+	// creation (the server's clock), which gc's grace period reads.
+	packs map[ID]backend.ObjectInfo // +checklocks:mu
+}
+
+func remotePackName(id ID) string {
+	h := id.String()
+	return remotePacksDir + h[:2] + "/" + h + ".pack"
+}
+
+// Remote reports whether the store keeps its packs and refs in a backend, and
+// where.
+func (s *Store) Remote() (backend.Properties, bool) {
+	if s.remote == nil {
+		return backend.Properties{}, false
+	}
+	return s.remote.be.Properties(), true
+}
+
+// openRemote joins the store in the backend: it checks (or, for a new store,
+// writes) the backend's config object and refreshes the index.
+func (s *Store) openRemote(ctx context.Context, be backend.Backend) error {
+	s.remote = &remote{be: be, packs: map[ID]backend.ObjectInfo{}}
+	want, _ := json.Marshal(storeConfig{Format: storeFormat, Version: 1})
+	want = append(want, '\n')
+	_, err := be.PutIfAbsent(ctx, remoteConfigName, bytes.NewReader(want), int64(len(want)))
+	if errors.Is(err, backend.ErrExists) {
+		data, _, rerr := backend.ReadAll(ctx, be, remoteConfigName)
+		if rerr != nil {
+			return fmt.Errorf("open shared store %s: %w", be.Properties().Location, rerr)
+		}
+		var cfg storeConfig
+		if json.Unmarshal(data, &cfg) != nil || cfg.Format != storeFormat {
+			return fmt.Errorf("%w: %s holds objects that are not a heft store (bad config object)", ErrInput, be.Properties().Location)
+		}
+		if cfg.Version != 1 {
+			return fmt.Errorf("%w: the store at %s has format version %d; this heft reads version 1", ErrInput, be.Properties().Location, cfg.Version)
+		}
+	} else if err != nil {
+		return fmt.Errorf("open shared store %s: %w", be.Properties().Location, err)
+	}
+	return s.refreshIndex(ctx, true)
+}
+
+// remoteReaderAt reads one backend object through io.ReaderAt.
+type remoteReaderAt struct {
+	ctx  context.Context
+	be   backend.Backend
+	name string
+}
+
+func (r remoteReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	return r.be.ReadAt(r.ctx, r.name, p, off)
+}
+
+// refreshIndex brings the index up to date with the backend's packs: it indexes
+// every pack it does not know from the pack's table, and forgets packs that are
+// gone from the backend (gc on another node removed or rewrote them), with the
+// objects they held. Unless force, it does nothing when the refs object has not
+// changed since the last refresh (new packs become reachable only through a ref
+// move). Callers must not be inside an index transaction.
+func (s *Store) refreshIndex(ctx context.Context, force bool) error {
+	r := s.remote
+	r.refreshMu.Lock()
+	defer r.refreshMu.Unlock()
+	refsInfo, err := r.be.Stat(ctx, remoteRefsName)
+	if err != nil && !errors.Is(err, backend.ErrNotFound) {
+		return fmt.Errorf("refresh index: %w", err)
+	}
+	if !force && refsInfo.Version == r.refsSeen {
+		return nil
+	}
+	listed := map[ID]backend.ObjectInfo{}
+	err = r.be.List(ctx, remotePacksDir, func(oi backend.ObjectInfo) error {
+		base := oi.Name[strings.LastIndexByte(oi.Name, '/')+1:]
+		if id, err := ParseID(strings.TrimSuffix(base, ".pack")); err == nil && strings.HasSuffix(base, ".pack") {
+			listed[id] = oi
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("refresh index: list packs: %w", err)
+	}
+	indexed := map[ID]bool{}
+	if err := s.idx.view(func(tx *bolt.Tx) error {
+		return forEachPack(tx, func(id ID, _ packRecord) error {
+			indexed[id] = true
+			return nil
+		})
+	}); err != nil {
+		return err
+	}
+	// Packs the index lists that the backend no longer has: forget them (after
+	// asking for each, since a listing may miss a new object on some servers).
+	var gone []ID
+	for id := range indexed {
+		if _, ok := listed[id]; ok {
+			continue
+		}
+		if _, err := r.be.Stat(ctx, remotePackName(id)); errors.Is(err, backend.ErrNotFound) {
+			gone = append(gone, id)
+		} else if err != nil {
+			return fmt.Errorf("refresh index: %w", err)
+		}
+	}
+	if len(gone) > 0 {
+		if err := s.forgetPacks(gone); err != nil {
+			return err
+		}
+	}
+	for id, oi := range listed {
+		if indexed[id] {
+			continue
+		}
+		got, entries, err := pack.ReadTableAt(remoteReaderAt{ctx, r.be, oi.Name}, r.be.Properties().Location+"/"+oi.Name, oi.Size)
+		if err != nil {
+			return fmt.Errorf("refresh index: pack %s: %w", oi.Name, err)
+		}
+		if ID(got) != id {
+			return fmt.Errorf("%w: refresh index: pack %s holds the table of pack %s", ErrIntegrity, oi.Name, ID(got).Short())
+		}
+		locs := make(map[ID]Location, len(entries))
+		for _, e := range entries {
+			locs[ID(e.ID)] = Location{Pack: id, Offset: e.Offset, StoredLen: e.StoredLen, RawLen: e.RawLen, Kind: Kind(e.Kind), Codec: e.Codec, CRC: e.CRC}
+		}
+		if err := s.idx.addPack(id, packRecord{Size: uint64(oi.Size), Entries: uint64(len(entries))}, locs); err != nil {
+			return fmt.Errorf("refresh index: %w", err)
+		}
+	}
+	r.mu.Lock()
+	r.packs = listed
+	r.mu.Unlock()
+	r.refsSeen = refsInfo.Version
+	return nil
+}
+
+// forgetPacks removes packs, and every object the index locates in them, from
+// the index, and drops this node's cached copies.
+func (s *Store) forgetPacks(ids []ID) error {
+	set := make(map[ID]bool, len(ids))
+	for _, id := range ids {
+		set[id] = true
+	}
+	err := s.idx.update(func(tx *bolt.Tx) error {
+		objs := tx.Bucket(bucketObjects)
+		var dead [][]byte
+		if err := forEachObject(tx, func(oid ID, loc Location) error {
+			if set[loc.Pack] {
+				dead = append(dead, append([]byte(nil), oid[:]...))
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, k := range dead {
+			if err := objs.Delete(k); err != nil {
+				return err
+			}
+		}
+		for id := range set {
+			if err := tx.Bucket(bucketPacks).Delete(id[:]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("refresh index: forget removed packs: %w", err)
+	}
+	for id := range set {
+		s.forgetPackFile(id)
+		if err := s.fs.Remove(s.packPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("refresh index: drop cached pack: %w", err)
+		}
+	}
+	return nil
+}
+
+// uploadPack puts a published local pack into the backend; the index may refer
+// to it only after this returns. A pack already there (the same objects written
+// by another node, or an earlier attempt) is kept: its name is the hash of its
+// table.
+func (s *Store) uploadPack(info pack.Info) error {
+	r := s.remote
+	id := ID(info.ID)
+	name := remotePackName(id)
+	f, err := s.fs.Open(s.packPath(id))
+	if err != nil {
+		return fmt.Errorf("upload pack %s: %w", id.Short(), err)
+	}
+	defer f.Close()
+	ctx := context.Background()
+	oi, err := r.be.PutIfAbsent(ctx, name, f, info.Size)
+	if errors.Is(err, backend.ErrExists) {
+		oi, err = r.be.Stat(ctx, name)
+		if err == nil && oi.Size != info.Size {
+			err = fmt.Errorf("%w: %s has %d bytes, this node's copy %d", ErrIntegrity, name, oi.Size, info.Size)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("upload pack %s: %w", id.Short(), err)
+	}
+	if oi.ModTime.IsZero() {
+		oi.ModTime = s.now()
+	}
+	oi.Name, oi.Size = name, info.Size
+	r.mu.Lock()
+	r.packs[id] = oi
+	r.mu.Unlock()
+	return nil
+}
+
+// fetchPack downloads a pack this node has no copy of into packs/, checking that
+// its table hashes to its name. The copy is a cache: every object read from it
+// is verified as from any pack.
+func (s *Store) fetchPack(id ID) error {
+	_, err, _ := s.remote.fetches.Do(id.String(), func() (any, error) {
+		if _, err := s.fs.Stat(s.packPath(id)); err == nil {
+			return nil, nil
+		}
+		return nil, s.downloadPack(id)
+	})
+	return err
+}
+
+func (s *Store) downloadPack(id ID) (err error) {
+	r := s.remote
+	name := remotePackName(id)
+	ctx := context.Background()
+	rc, oi, err := r.be.Get(ctx, name, 0, -1)
+	if errors.Is(err, backend.ErrNotFound) {
+		return &IntegrityError{Kind: KindChunk, Pack: r.be.Properties().Location + "/" + name, Reason: "pack is missing from the backend"}
+	}
+	if err != nil {
+		return fmt.Errorf("fetch pack %s: %w", id.Short(), err)
+	}
+	defer rc.Close()
+	final := s.packPath(id)
+	if err := s.fs.MkdirAll(filepath.Dir(final), 0o755); err != nil {
+		return fmt.Errorf("fetch pack %s: %w", id.Short(), err)
+	}
+	tmp, err := s.fs.CreateTemp(filepath.Dir(final), "tmp-fetch-*")
+	if err != nil {
+		return fmt.Errorf("fetch pack %s: %w", id.Short(), err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tmp.Close()
+			_ = s.fs.Remove(tmp.Name())
+		}
+	}()
+	n, err := io.Copy(tmp, rc)
+	if err != nil {
+		return fmt.Errorf("fetch pack %s: %w", id.Short(), err)
+	}
+	if n != oi.Size {
+		return fmt.Errorf("fetch pack %s: got %d of %d bytes: %w", id.Short(), n, oi.Size, io.ErrUnexpectedEOF)
+	}
+	got, _, err := pack.ReadTableAt(tmp, name, n)
+	if err != nil {
+		return &IntegrityError{Kind: KindChunk, Pack: r.be.Properties().Location + "/" + name, Err: err}
+	}
+	if ID(got) != id {
+		return &IntegrityError{Kind: KindChunk, Pack: r.be.Properties().Location + "/" + name, Reason: "its table hashes to " + ID(got).Short()}
+	}
+	// Synced so that a crash cannot leave a torn copy under the final name.
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("fetch pack %s: %w", id.Short(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("fetch pack %s: %w", id.Short(), err)
+	}
+	if err := s.fs.Rename(tmp.Name(), final); err != nil {
+		return fmt.Errorf("fetch pack %s: %w", id.Short(), err)
+	}
+	return nil
+}
+
+// packStat describes where a pack is kept: its size and creation time, from the
+// backend for a shared store and from packs/ otherwise.
+type packStat struct {
+	Size    int64
+	ModTime time.Time
+}
+
+// statPack returns the pack's size and creation time, or an error wrapping
+// os.ErrNotExist.
+func (s *Store) statPack(id ID) (packStat, error) {
+	if s.remote == nil {
+		st, err := s.fs.Stat(s.packPath(id))
+		if err != nil {
+			return packStat{}, err
+		}
+		return packStat{Size: st.Size(), ModTime: st.ModTime()}, nil
+	}
+	s.remote.mu.Lock()
+	oi, ok := s.remote.packs[id]
+	s.remote.mu.Unlock()
+	if ok && !oi.ModTime.IsZero() {
+		return packStat{Size: oi.Size, ModTime: oi.ModTime}, nil
+	}
+	oi, err := s.remote.be.Stat(context.Background(), remotePackName(id))
+	if errors.Is(err, backend.ErrNotFound) {
+		return packStat{}, fmt.Errorf("%s: %w", remotePackName(id), os.ErrNotExist)
+	}
+	if err != nil {
+		return packStat{}, err
+	}
+	return packStat{Size: oi.Size, ModTime: oi.ModTime}, nil
+}
+
+// packLocation names a pack for messages: its file, or its object in the
+// backend.
+func (s *Store) packLocation(id ID) string {
+	if s.remote == nil {
+		return s.packPath(id)
+	}
+	return s.remote.be.Properties().Location + "/" + remotePackName(id)
+}
+
+// removePack deletes a pack the index no longer lists: this node's copy and,
+// in a shared store, the backend's object.
+func (s *Store) removePack(id ID) error {
+	s.forgetPackFile(id)
+	if err := s.fs.Remove(s.packPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("delete pack %s: %w", id.Short(), err)
+	}
+	if s.remote == nil {
+		return nil
+	}
+	if err := s.remote.be.Delete(context.Background(), remotePackName(id)); err != nil {
+		return fmt.Errorf("delete pack %s: %w", id.Short(), err)
+	}
+	s.remote.mu.Lock()
+	delete(s.remote.packs, id)
+	s.remote.mu.Unlock()
+	return nil
+}
+
+// remotePhysicalBytes is the size of every pack in the backend.
+func (s *Store) remotePhysicalBytes(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.remote.be.List(ctx, remotePacksDir, func(oi backend.ObjectInfo) error {
+		n += oi.Size
+		return nil
+	})
+	return n, err
+}
+
+// sweepRemoteUnindexed deletes backend packs the index does not list (uploaded
+// by a writer that died before indexing them) once they are older than cutoff.
+// It runs under the exclusive lock, after a refresh: every pack a live writer
+// indexed is listed by then.
+func (s *Store) sweepRemoteUnindexed(ctx context.Context, cutoff time.Time, dryRun bool, res *GCResult) error {
+	indexed := map[ID]bool{}
+	if err := s.idx.view(func(tx *bolt.Tx) error {
+		return forEachPack(tx, func(id ID, _ packRecord) error {
+			indexed[id] = true
+			return nil
+		})
+	}); err != nil {
+		return err
+	}
+	var orphans []backend.ObjectInfo
+	err := s.remote.be.List(ctx, remotePacksDir, func(oi backend.ObjectInfo) error {
+		base := oi.Name[strings.LastIndexByte(oi.Name, '/')+1:]
+		id, err := ParseID(strings.TrimSuffix(base, ".pack"))
+		if err != nil || indexed[id] {
+			return nil
+		}
+		orphans = append(orphans, oi)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("gc: list packs: %w", err)
+	}
+	for _, oi := range orphans {
+		st, err := s.remote.be.Stat(ctx, oi.Name)
+		if errors.Is(err, backend.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("gc: %w", err)
+		}
+		if st.ModTime.IsZero() || st.ModTime.After(cutoff) {
+			continue
+		}
+		res.OrphanPacks++
+		res.BytesFreed += st.Size
+		if dryRun {
+			continue
+		}
+		if err := s.remote.be.Delete(ctx, oi.Name); err != nil {
+			return fmt.Errorf("gc: %w", err)
+		}
+	}
+	return nil
+}
+
+// packTable reads a pack's table: from this node's copy when it has one, else
+// (shared stores) from the backend with two ranged reads.
+func (s *Store) packTable(id ID, size int64) ([]pack.Entry, error) {
+	if s.remote != nil {
+		if _, err := s.fs.Stat(s.packPath(id)); errors.Is(err, os.ErrNotExist) {
+			name := remotePackName(id)
+			got, entries, err := pack.ReadTableAt(remoteReaderAt{context.Background(), s.remote.be, name}, s.packLocation(id), size)
+			if err != nil {
+				return nil, err
+			}
+			if ID(got) != id {
+				return nil, fmt.Errorf("%w: pack %s holds the table of pack %s", ErrIntegrity, s.packLocation(id), ID(got).Short())
+			}
+			return entries, nil
+		}
+	}
+	r, err := pack.OpenFS(s.fs, s.packPath(id))
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return r.Entries(), nil
+}
+
+// forEachRemotePackTable calls fn with the table of every pack in the backend
+// (read with two ranged reads each), or with the error that stopped it from
+// reading one (a damaged or foreign object; fn decides whether that ends the
+// walk).
+func (s *Store) forEachRemotePackTable(ctx context.Context, fn func(id ID, size int64, entries []pack.Entry, err error) error) error {
+	var listed []backend.ObjectInfo
+	err := s.remote.be.List(ctx, remotePacksDir, func(oi backend.ObjectInfo) error {
+		listed = append(listed, oi)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list packs: %w", err)
+	}
+	for _, oi := range listed {
+		base := oi.Name[strings.LastIndexByte(oi.Name, '/')+1:]
+		id, perr := ParseID(strings.TrimSuffix(base, ".pack"))
+		if perr != nil || !strings.HasSuffix(base, ".pack") {
+			continue
+		}
+		where := s.remote.be.Properties().Location + "/" + oi.Name
+		got, entries, terr := pack.ReadTableAt(remoteReaderAt{ctx, s.remote.be, oi.Name}, where, oi.Size)
+		if terr == nil && ID(got) != id {
+			terr = fmt.Errorf("%w: pack %s holds the table of pack %s", ErrIntegrity, where, ID(got).Short())
+		}
+		if terr != nil {
+			terr = fmt.Errorf("%s: %w", where, terr)
+		}
+		if err := fn(id, oi.Size, entries, terr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
