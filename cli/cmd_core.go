@@ -21,7 +21,13 @@ func cmdInit() *cli.Command {
 		Name:      "init",
 		Usage:     "create a store (stores are also created on first use)",
 		ArgsUsage: "[DIR]",
-		Flags:     commonFlags(),
+		Description: "With --backend s3://BUCKET/PREFIX the store keeps its packs and refs in an S3-compatible bucket that\n" +
+			"several nodes (heft serve, the CLI on other hosts) share; DIR keeps this node's index and pack cache.\n" +
+			"Options go in the URL's query: endpoint=URL, region=NAME, addressing=path|virtual, profile=NAME,\n" +
+			"consistent-list=true, part-size=BYTES. Credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY\n" +
+			"(AWS_SESSION_TOKEN) or the AWS credentials and config files, never from the URL. Joining a bucket that\n" +
+			"already holds a store adopts it.",
+		Flags: commonFlags(&cli.StringFlag{Name: "backend", Usage: "keep packs and refs in a shared bucket: s3://BUCKET/PREFIX[?endpoint=URL&region=NAME...]"}),
 		Action: func(c *cli.Context) error {
 			e := getEnv(c)
 			if c.NArg() > 1 {
@@ -30,13 +36,22 @@ func cmdInit() *cli.Command {
 			if c.NArg() == 1 {
 				e.storeDir = c.Args().First()
 			}
-			s, err := e.open()
+			s, err := e.openWith(store.Options{BackendURL: c.String("backend")})
 			if err != nil {
 				return err
 			}
 			defer s.Close()
+			props, shared := s.Remote()
 			if e.json {
-				return e.printJSON(map[string]string{"store": s.Dir()})
+				out := map[string]string{"store": s.Dir()}
+				if shared {
+					out["backend"] = props.Location
+				}
+				return e.printJSON(out)
+			}
+			if shared {
+				fmt.Fprintf(e.stdout, "heft store at %s, packs and refs in %s\n", s.Dir(), props.Location)
+				return nil
 			}
 			fmt.Fprintf(e.stdout, "heft store at %s\n", s.Dir())
 			return nil

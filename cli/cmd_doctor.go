@@ -1,16 +1,21 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"runtime"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/heft-dev/heft/ops"
+	"github.com/heft-dev/heft/store"
+	"github.com/heft-dev/heft/store/backend"
+	"github.com/heft-dev/heft/store/backend/s3"
 )
 
 // doctorReport is `heft doctor --json`.
@@ -21,6 +26,54 @@ type doctorReport struct {
 	Device  *ops.DeviceReport `json:"device"`
 	Env     map[string]string `json:"env"` // the variables that steer the choice
 	Failure string            `json:"failure,omitempty"`
+	// Storage is where the store keeps its packs and refs, and (for a shared
+	// backend) what a check of every operation the store needs found.
+	Storage *storageReport `json:"storage,omitempty"`
+}
+
+// storageReport is doctor's view of the store's storage.
+type storageReport struct {
+	Store   string               `json:"store"`
+	Exists  bool                 `json:"exists"`
+	Backend string               `json:"backend"` // "local" or the backend URL
+	Check   *backend.CheckReport `json:"check,omitempty"`
+	Error   string               `json:"error,omitempty"`
+}
+
+// checkStorage reports the store's storage; a shared backend (the store's, or
+// the one --backend names) is checked with backend.Check.
+func checkStorage(ctx context.Context, dir, url string) *storageReport {
+	rep := &storageReport{Store: dir, Backend: "local"}
+	recorded, exists, err := store.ReadConfig(dir)
+	rep.Exists = exists
+	if err != nil {
+		rep.Error = err.Error()
+		return rep
+	}
+	if url == "" {
+		url = recorded
+	}
+	if url == "" {
+		return rep
+	}
+	rep.Backend = url
+	cfg, err := s3.ParseURL(url)
+	if err != nil {
+		rep.Error = err.Error()
+		return rep
+	}
+	be, err := s3.New(cfg)
+	if err != nil {
+		rep.Error = err.Error()
+		return rep
+	}
+	defer be.Close()
+	check := backend.Check(ctx, be, "doctor/")
+	rep.Check = &check
+	if !check.OK {
+		rep.Error = "the backend failed a check the store relies on"
+	}
+	return rep
 }
 
 // doctorEnv are the environment variables doctor reports.
@@ -37,7 +90,8 @@ func cmdDoctor() *cli.Command {
 			"jax CUDA 13/12 wheels found by python3; loads the plugin, creates a client and runs a smoke program (exp and a\n" +
 			"matmul: a CUDA setup without ptxas or libdevice fails there). Exit 0 when the requested device is usable\n" +
 			"(auto always is: it falls back to the CPU), 2 when --device gpu finds no GPU.",
-		Flags: commonFlags(deviceFlag(), pluginFlag()),
+		Flags: commonFlags(deviceFlag(), pluginFlag(),
+			&cli.StringFlag{Name: "backend", Usage: "check this shared backend (s3://BUCKET/PREFIX?endpoint=...) instead of the store's"}),
 		Action: func(c *cli.Context) error {
 			e := getEnv(c)
 			if c.NArg() != 0 {
@@ -60,6 +114,10 @@ func cmdDoctor() *cli.Command {
 			if err != nil {
 				dr.Failure = err.Error()
 			}
+			dr.Storage = checkStorage(c.Context, e.storeDir, c.String("backend"))
+			if dr.Storage.Error != "" && err == nil {
+				err = errors.New(dr.Storage.Error)
+			}
 			if e.json {
 				if perr := e.printJSON(dr); perr != nil {
 					return perr
@@ -78,6 +136,28 @@ func cmdDoctor() *cli.Command {
 func printDoctor(e *env, dr doctorReport) {
 	w := e.stdout
 	line := func(k, format string, args ...any) { fmt.Fprintf(w, "%-22s %s\n", k+":", fmt.Sprintf(format, args...)) }
+	if st := dr.Storage; st != nil {
+		state := "not created yet"
+		if st.Exists {
+			state = "exists"
+		}
+		line("store", "%s (%s)", st.Store, state)
+		line("storage", "%s", st.Backend)
+		if st.Check != nil {
+			p := st.Check.Properties
+			line("backend", "%s at %s, consistent listing declared: %v, multipart above %d bytes", p.Kind, p.Location, p.ConsistentList, p.MultipartThreshold)
+			for _, step := range st.Check.Steps {
+				res := "ok"
+				if step.Error != "" {
+					res = "FAILED: " + step.Error
+				}
+				fmt.Fprintf(w, "  %-42s %8s  %s\n", step.Op, step.Elapsed.Round(time.Microsecond), res)
+			}
+		}
+		if st.Error != "" {
+			line("storage failure", "%s", st.Error)
+		}
+	}
 	rep := dr.Device
 	g := rep.GPU
 	build := "cgo (PJRT backend compiled in)"

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -99,7 +100,11 @@ func (s *Store) readLocated(id ID, loc Location, dst []byte) (out []byte, err er
 	mapping, err := s.packMap(loc.Pack)
 	if err != nil && errors.Is(err, ErrIntegrity) {
 		// gc in another process may have moved the object to a rewritten pack
-		// since loc was looked up: follow the index once.
+		// since loc was looked up: follow the index once. In a shared store the
+		// gc may have run on another node: learn its packs first.
+		if s.remote != nil {
+			_ = s.refreshIndex(context.Background(), true)
+		}
 		if now, ok, lerr := s.locate(id); lerr == nil && ok && now.Pack != loc.Pack {
 			return s.readLocated(id, now, dst)
 		}

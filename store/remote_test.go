@@ -156,42 +156,52 @@ func TestSharedStoreGCAcrossNodes(t *testing.T) {
 	}
 	opts := smallChunks
 	opts.Now = clock
-	nodes := sharedNodes(t, be, 2, opts)
-	a, b := nodes[0], nodes[1]
+	nodes := sharedNodes(t, be, 3, opts)
+	a, b, c := nodes[0], nodes[1], nodes[2]
 	base, _, tuned, _ := family(t, testCfg())
 	importDir(t, a, base, "m:base")
 	importDir(t, a, tuned, "m:tuned")
 	assertExportIdentical(t, b, "m:tuned", tuned) // b caches the packs
-	baseOnly := remoteBytes(t, be)
+	before := remoteBytes(t, be)
 
-	if err := a.UpdateRef(mustRef(t, "m:tuned"), mustGetRef(t, a, "m:tuned"), ID{}, "rm"); err != nil {
+	// Removing the base leaves its chunks live as the fine-tune's delta bases
+	// and its commit, manifest and file objects dead: gc rewrites its packs.
+	if err := a.UpdateRef(mustRef(t, "m:base"), mustGetRef(t, a, "m:base"), ID{}, "rm"); err != nil {
 		t.Fatal(err)
 	}
 	// Young packs are kept whatever the grace says: another node may have
 	// received them for a commit still to come.
-	res, err := b.GC(ctx, GCOptions{Grace: -1})
+	res, err := b.GC(ctx, GCOptions{Grace: -1, RepackThreshold: 0.999})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.PacksDeleted+res.PacksRewritten != 0 || res.ProtectedByAge == 0 {
 		t.Fatalf("gc touched young packs: %+v", res)
 	}
+	if _, err := c.Refs(); err != nil { // c indexes the packs, caches none
+		t.Fatal(err)
+	}
 	now = now.Add(ReceivedGrace + time.Hour)
-	res, err = b.GC(ctx, GCOptions{Grace: -1})
+	res, err = b.GC(ctx, GCOptions{Grace: -1, RepackThreshold: 0.999})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.PacksDeleted+res.PacksRewritten == 0 || remoteBytes(t, be) >= baseOnly+1 && res.BytesFreed == 0 {
-		t.Fatalf("gc freed nothing: %+v", res)
+	if res.PacksRewritten == 0 || res.PhysicalBefore != before || res.PhysicalAfter >= before || remoteBytes(t, be) != res.PhysicalAfter {
+		t.Fatalf("gc: %+v; bucket %d bytes, %d before", res, remoteBytes(t, be), before)
 	}
-	// a still has the removed packs in its index and cache; its next writer
+	// c's index still points into the packs b's gc rewrote: its reads find
+	// them gone from the backend, refresh, and follow the objects.
+	assertExportIdentical(t, c, "m:tuned", tuned)
+	// a still has the rewritten packs in its index and cache; its next writer
 	// lock (an import) refreshes and forgets them, so it never dedups against
 	// objects the bucket lost.
-	importDir(t, a, tuned, "m:tuned2")
-	assertExportIdentical(t, b, "m:tuned2", tuned)
-	assertExportIdentical(t, b, "m:base", base)
-	if _, err := a.Verify(ctx, VerifyOptions{ReadData: true}); err != nil {
-		t.Fatal(err)
+	importDir(t, a, base, "m:base2")
+	assertExportIdentical(t, b, "m:base2", base)
+	assertExportIdentical(t, c, "m:base2", base)
+	for _, s := range nodes {
+		if res, err := s.Verify(ctx, VerifyOptions{ReadData: true}); err != nil || !res.OK {
+			t.Fatalf("verify: %+v %v", res, err)
+		}
 	}
 }
 

@@ -265,3 +265,21 @@ func (s *Store) packPath(id ID) string {
 	h := id.String()
 	return filepath.Join(s.packsDir(), h[:2], h+".pack")
 }
+
+// ReadConfig reads a store directory's config file without opening the store:
+// whether a store is there, and the URL of its shared backend ("" for a local
+// store).
+func ReadConfig(dir string) (backendURL string, exists bool, err error) {
+	data, err := os.ReadFile(filepath.Join(dir, "config"))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	var cfg storeConfig
+	if err := json.Unmarshal(data, &cfg); err != nil || cfg.Format != storeFormat {
+		return "", false, fmt.Errorf("%w: %s is not a heft store (bad config file)", ErrInput, dir)
+	}
+	return cfg.Backend, true, nil
+}
