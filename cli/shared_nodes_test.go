@@ -88,6 +88,11 @@ func TestSharedStoreNodes(t *testing.T) {
 		t.Fatalf("doctor: %s", doctor.stdout)
 	}
 
+	phase := time.Now()
+	lap := func(what string) {
+		t.Logf("%s: %s", what, time.Since(phase).Round(time.Millisecond))
+		phase = time.Now()
+	}
 	// 1. Pushed through node 0, downloadable from the others.
 	mustRun(local1, "import", base, "--name", "org/base")
 	mustRun(local1, "import", tuned, "--name", "org/tuned")
@@ -101,6 +106,24 @@ func TestSharedStoreNodes(t *testing.T) {
 		checkExportOf(t, nodes[i], "org/base", baseTree, fmt.Sprintf("node %d", i))
 	}
 
+	lap("push through node 0, pulls from nodes 1 and 2")
+	// Uploaded through node 0's Hub API (preupload, LFS batch, commit), downloaded
+	// through node 1's.
+	hfEnv := func(i int) []string {
+		tok := strings.TrimPrefix(env[i], fmt.Sprintf("TOK%d=", i))
+		return append(append([]string{}, env...), "HF_ENDPOINT=http://"+serves[i].addr, "HF_TOKEN="+tok, "HF_HUB_DISABLE_XET=1",
+			"NO_PROXY=127.0.0.1", "HF_HOME="+filepath.Join(root, "hf-home"))
+	}
+	if r := heftEnv(t, hfEnv(0), local1, "push", "org/base", "hf://org/uploaded"); r.code != 0 {
+		t.Fatalf("hub upload through node 0: %s", r.stderr)
+	}
+	hfPulled := filepath.Join(root, "hf-pulled")
+	if r := heftEnv(t, hfEnv(1), hfPulled, "pull", "hf://org/uploaded", "--name", "org/uploaded"); r.code != 0 {
+		t.Fatalf("hub download through node 1: %s", r.stderr)
+	}
+	checkExportOf(t, hfPulled, "org/uploaded", baseTree, "uploaded through node 0, downloaded through node 1")
+
+	lap("hub upload and download")
 	// 2. Concurrent pushes of one ref through different nodes: one winner.
 	mustRun(local1, "import", other, "--name", "org/race")
 	mustRun(local2, "import", tuned, "--name", "org/race")
@@ -134,6 +157,7 @@ func TestSharedStoreNodes(t *testing.T) {
 		}
 	}
 
+	lap("concurrent pushes")
 	// 3. gc on node 2, in a loop, while node 1 receives pushes.
 	stop := make(chan struct{})
 	gcDone := make(chan int)
@@ -150,17 +174,23 @@ func TestSharedStoreNodes(t *testing.T) {
 				t.Errorf("gc on node 2: exit %d: %s", r.code, r.stderr)
 			}
 			runs++
+			time.Sleep(200 * time.Millisecond) // room for the writers between runs
 		}
 	}()
 	for k, ref := range []string{"org/base", "org/tuned", "org/race"} {
 		mustRun(local1, "push", ref, "n1", "--to", fmt.Sprintf("org/during-gc%d", k))
 	}
 	close(stop)
-	t.Logf("gc ran %d times on node 2 during the pushes to node 1", <-gcDone)
+	if runs := <-gcDone; runs == 0 {
+		t.Fatal("gc never ran during the pushes")
+	} else {
+		t.Logf("gc ran %d times on node 2 during the pushes to node 1", runs)
+	}
 	for k, tree := range []map[string]string{baseTree, tunedTree, otherTree} {
 		checkExportOf(t, nodes[0], fmt.Sprintf("org/during-gc%d", k), tree, "pushed during gc")
 	}
 
+	lap("gc during pushes")
 	// 4. Node 0 SIGKILLed in the middle of pushes.
 	fresh := filepath.Join(root, "fresh")
 	if err := modelgen.FineTune(base, fresh, modelgen.FineTuneOptions{Seed: 9}); err != nil {
@@ -195,6 +225,7 @@ func TestSharedStoreNodes(t *testing.T) {
 		mustRun(local2, "push", "org/fresh", "n0", "--to", to)
 		checkExportOf(t, nodes[2], to, freshTree, fmt.Sprintf("kill %d, re-run", k))
 	}
+	lap("kills")
 	for i, dir := range nodes {
 		if r := heft(t, dir, "verify", "--read-data"); r.code != 0 {
 			t.Fatalf("node %d: verify: %s%s", i, r.stdout, r.stderr)
