@@ -97,6 +97,15 @@ func releaseMapped(m vfs.Mapping, loc Location) {
 // decoded bytes to dst[:0]. Stored bytes are read from a mapping of the pack (no
 // copy), so dst is the only buffer a caller recycles.
 func (s *Store) readLocated(id ID, loc Location, dst []byte) (out []byte, err error) {
+	if s.remote != nil && loc.Kind != KindChunk && !s.packCached(loc.Pack) {
+		// A metadata object of a pack this node has not fetched: read just its
+		// entry (one ranged read) rather than the whole pack.
+		if out, err := s.readRemoteEntry(id, loc, dst); err == nil || !errors.Is(err, ErrIntegrity) {
+			return out, err
+		}
+		// Gone from the backend, or damaged: the path below refreshes and
+		// follows a moved object, or reports the damage.
+	}
 	mapping, err := s.packMap(loc.Pack)
 	if err != nil && errors.Is(err, ErrIntegrity) {
 		// gc in another process may have moved the object to a rewritten pack
@@ -131,6 +140,12 @@ func (s *Store) readLocated(id ID, loc Location, dst []byte) (out []byte, err er
 	if err != nil {
 		return dst, &IntegrityError{ID: id, Kind: loc.Kind, Pack: path, Err: err}
 	}
+	return s.decodeStored(id, loc, path, stored, dst)
+}
+
+// decodeStored decodes the verified stored bytes of the object id at loc and
+// checks the result against id.
+func (s *Store) decodeStored(id ID, loc Location, path string, stored, dst []byte) (out []byte, err error) {
 	if loc.RawLen > 1<<40 {
 		return dst, &IntegrityError{ID: id, Kind: loc.Kind, Pack: path, Reason: "implausible decoded length"}
 	}

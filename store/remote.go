@@ -197,6 +197,27 @@ func (s *Store) refreshIndex(ctx context.Context, force bool) error {
 		if err := s.idx.addPack(id, packRecord{Size: uint64(oi.Size), Entries: uint64(len(entries))}, locs); err != nil {
 			return fmt.Errorf("refresh index: %w", err)
 		}
+		// Files by sha256, so that Hub uploads and pulls skip what another
+		// node stored.
+		files := map[string]ID{}
+		for oid, loc := range locs {
+			if loc.Kind != KindFile {
+				continue
+			}
+			data, err := s.readRemoteEntry(oid, loc, nil)
+			if err != nil {
+				return fmt.Errorf("refresh index: %w", err)
+			}
+			var f File
+			if decodeObject(KindFile, data, &f) == nil && f.SHA256 != "" {
+				files[f.SHA256] = oid
+			}
+		}
+		if len(files) > 0 {
+			if err := s.idx.addFileSHAs(files); err != nil {
+				return fmt.Errorf("refresh index: %w", err)
+			}
+		}
 	}
 	r.mu.Lock()
 	r.packs = listed
@@ -524,4 +545,38 @@ func (s *Store) forEachRemotePackTable(ctx context.Context, fn func(id ID, size 
 		}
 	}
 	return nil
+}
+
+// packCached reports whether this node holds a copy of the pack (open, mapped,
+// or in packs/).
+func (s *Store) packCached(id ID) bool {
+	s.packMu.Lock()
+	_, open := s.packFiles[id]
+	_, mapped := s.packMaps[id]
+	s.packMu.Unlock()
+	if open || mapped {
+		return true
+	}
+	_, err := s.fs.Stat(s.packPath(id))
+	return err == nil
+}
+
+// readRemoteEntry reads one object's entry from the backend with a ranged read
+// (its header and stored bytes, checked against loc and their CRC) and decodes
+// and verifies it like any read.
+func (s *Store) readRemoteEntry(id ID, loc Location, dst []byte) ([]byte, error) {
+	name := remotePackName(loc.Pack)
+	where := s.packLocation(loc.Pack)
+	e := pack.Entry{ID: pack.ID(id), Kind: uint8(loc.Kind), Codec: loc.Codec, Offset: loc.Offset, RawLen: loc.RawLen, StoredLen: loc.StoredLen, CRC: loc.CRC}
+	stored, err := pack.ReadStoredAt(remoteReaderAt{context.Background(), s.remote.be, name}, where, e, nil)
+	if errors.Is(err, backend.ErrNotFound) {
+		return dst, &IntegrityError{ID: id, Kind: loc.Kind, Pack: where, Reason: "pack is missing from the backend"}
+	}
+	if err != nil {
+		if errors.Is(err, pack.ErrCorrupt) {
+			return dst, &IntegrityError{ID: id, Kind: loc.Kind, Pack: where, Err: err}
+		}
+		return dst, fmt.Errorf("read %s %s from %s: %w", loc.Kind, id.Short(), where, err)
+	}
+	return s.decodeStored(id, loc, where, stored, dst)
 }
