@@ -167,7 +167,7 @@ func (b *Backend) retry(ctx context.Context, what string, fn func(attempt int) e
 		}
 		if attempt >= b.cfg.MaxAttempts {
 			b.logf("s3 %s: attempt %d of %d failed, giving up: %v", what, attempt, b.cfg.MaxAttempts, err)
-			return fmt.Errorf("gave up after %d attempts: %w", attempt, err)
+			return fmt.Errorf("gave up after %d attempts; the failure is temporary and the operation may be retried later: %w", attempt, err)
 		}
 		b.logf("s3 %s: attempt %d of %d failed, retrying: %v", what, attempt, b.cfg.MaxAttempts, err)
 		if err := b.sleep(ctx, attempt); err != nil {
@@ -664,6 +664,7 @@ func (r *reader) Read(p []byte) (int, error) {
 		if !backend.IsTransient(err) || r.resumes >= r.b.cfg.MaxAttempts || r.etag == "" {
 			return n, r.b.fail("get", r.name, fmt.Errorf("stream broke at offset %d: %w", r.off, err))
 		}
+		r.b.logf("s3 GET %s: stream broke at offset %d (%d bytes left), resuming: %v", r.b.key(r.name), r.off, r.left, err)
 		_ = r.body.Close()
 		r.body = nil
 		r.resumes++

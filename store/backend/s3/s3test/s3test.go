@@ -9,7 +9,10 @@
 // a minute and 0.8 GB of Go caches, once). SeaweedFS runs only when
 // HEFT_TEST_SEAWEEDFS=1: it takes 5 s to start and 0.8 GB of memory, and a
 // missing binary is built with the copy recipe of docs/object-storage.md §2.2
-// (about 5 minutes and 4 GB of Go caches, once).
+// (about 5 minutes and 4 GB of Go caches, once). SeaweedCluster (cluster.go)
+// starts a master, two volume servers and a filer with replication, for the
+// failure tests. SeaweedFS servers of concurrent test processes run one at a
+// time, under a lock file in the binary directory (lock.go).
 //
 // A test that cannot get a server skips with the reason, unless
 // HEFT_TEST_S3_REQUIRED=1, which makes it fail (for CI, where a silent skip
@@ -138,7 +141,8 @@ func VersityGW(t testing.TB) *Server {
 
 // SeaweedFS starts `weed mini` over a fresh directory; it stops when t ends.
 // mini also opens fixed admin ports (12535, 22535, 23646), so only one can run
-// on a host at a time.
+// on a host at a time: it holds the host-wide SeaweedFS lock (lock.go) from
+// before it starts until after it has stopped, and waits for it first.
 func SeaweedFS(t testing.TB) *Server {
 	t.Helper()
 	if os.Getenv("HEFT_TEST_SEAWEEDFS") != "1" {
@@ -153,6 +157,7 @@ func SeaweedFS(t testing.TB) *Server {
 	if err := os.Mkdir(data, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	lockSeaweedFS(t) // before start, so that its release runs after start's stop
 	return start(t, "SeaweedFS weed mini "+SeaweedFSVersion, dir, func(port int) *exec.Cmd {
 		// Each HTTP port has a gRPC port at +10000; freePorts keeps both free.
 		ports, err := freePorts(3)
