@@ -302,12 +302,32 @@ type packer struct {
 	sess    *session
 	w       *pack.Writer
 	entries map[ID]Location // entries of the pack in progress
+	// uploads (shared stores) puts finished packs into the backend and then
+	// indexes them, while the packer writes the next pack.
+	uploads *errgroup.Group
+	// uploadsFailed is done once an upload failed: the packer stops early.
+	uploadsFailed context.Context
 }
 
+// uploadsInFlight bounds the packs a shared store's import uploads at once
+// (each is a finished 256 MiB file on disk, not memory).
+const uploadsInFlight = 2
+
 func (p *packer) run(ctx context.Context, reqs <-chan writeReq) (err error) {
+	if p.s.remote != nil {
+		p.uploads, p.uploadsFailed = errgroup.WithContext(context.Background())
+		p.uploads.SetLimit(uploadsInFlight)
+	}
 	defer func() {
 		if err != nil && p.w != nil {
 			_ = p.w.Abort()
+		}
+		if p.uploads != nil {
+			// Every pack this import published is in the backend and indexed
+			// (or the import fails) before the session can move a ref.
+			if uerr := p.uploads.Wait(); err == nil {
+				err = uerr
+			}
 		}
 		// Drain so producers blocked on the channel see the cancellation.
 		for req := range reqs {
@@ -371,22 +391,33 @@ func (p *packer) flush() error {
 		return fmt.Errorf("publish pack: %w", err)
 	}
 	packID := ID(info.ID)
-	if p.s.remote != nil {
-		if err := p.s.uploadPack(info); err != nil {
-			return err
-		}
-	}
-	for id, loc := range p.entries {
-		loc.Pack = packID
-		p.entries[id] = loc
-	}
-	if err := p.s.idx.addPack(packID, packRecord{Size: uint64(info.Size), Entries: uint64(len(info.Entries))}, p.entries); err != nil {
-		return fmt.Errorf("index pack %s: %w", packID.Short(), err)
-	}
+	entries := p.entries
 	p.entries = map[ID]Location{}
-	p.sess.mu.Lock()
-	p.sess.stats.PackBytes += info.Size
-	p.sess.stats.Packs++
-	p.sess.mu.Unlock()
+	for id, loc := range entries {
+		loc.Pack = packID
+		entries[id] = loc
+	}
+	publish := func() error {
+		if p.s.remote != nil {
+			if err := p.s.uploadPack(info); err != nil {
+				return err
+			}
+		}
+		if err := p.s.idx.addPack(packID, packRecord{Size: uint64(info.Size), Entries: uint64(len(info.Entries))}, entries); err != nil {
+			return fmt.Errorf("index pack %s: %w", packID.Short(), err)
+		}
+		p.sess.mu.Lock()
+		p.sess.stats.PackBytes += info.Size
+		p.sess.stats.Packs++
+		p.sess.mu.Unlock()
+		return nil
+	}
+	if p.uploads == nil {
+		return publish()
+	}
+	if p.uploadsFailed.Err() != nil {
+		return p.uploads.Wait() // an earlier pack's upload failed: stop now
+	}
+	p.uploads.Go(publish)
 	return nil
 }

@@ -60,10 +60,12 @@ type Config struct {
 	MaxAttempts int
 	// RetryBaseDelay and RetryMaxDelay shape the exponential backoff between
 	// attempts (each wait is drawn between half and all of
-	// min(RetryMaxDelay, RetryBaseDelay×2^attempt)). Defaults 200 ms and 10 s,
-	// so the retries of one request span about 20 s: enough to ride out a
-	// SeaweedFS replica that blocks writes for 30 s only together with the
-	// caller's own retry (docs/object-storage.md §2.8).
+	// min(RetryMaxDelay, RetryBaseDelay×2^attempt)). Defaults 200 ms and 10 s:
+	// about 20 s of waiting over the default 8 attempts, plus the attempts
+	// themselves — against a SeaweedFS cluster with a volume server down, each
+	// write attempt is held 30 s before its 500, so a write gives up after
+	// about 4.5 minutes, and one started during the outage succeeds as soon as
+	// the server is back (docs/s3-replication.md).
 	RetryBaseDelay, RetryMaxDelay time.Duration
 	// ConsistentList declares that the server's listings include every write
 	// that returned before them (true of AWS S3, versitygw and SeaweedFS).
