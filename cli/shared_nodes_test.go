@@ -177,7 +177,7 @@ func TestSharedStoreNodes(t *testing.T) {
 			time.Sleep(200 * time.Millisecond) // room for the writers between runs
 		}
 	}()
-	for k, ref := range []string{"org/base", "org/tuned", "org/race"} {
+	for k, ref := range []string{"org/base", "org/tuned", "org/race", "org/base", "org/tuned", "org/race"} {
 		mustRun(local1, "push", ref, "n1", "--to", fmt.Sprintf("org/during-gc%d", k))
 	}
 	close(stop)
@@ -186,25 +186,31 @@ func TestSharedStoreNodes(t *testing.T) {
 	} else {
 		t.Logf("gc ran %d times on node 2 during the pushes to node 1", runs)
 	}
-	for k, tree := range []map[string]string{baseTree, tunedTree, otherTree} {
-		checkExportOf(t, nodes[0], fmt.Sprintf("org/during-gc%d", k), tree, "pushed during gc")
+	for k, tree := range []map[string]string{baseTree, tunedTree, otherTree, baseTree, tunedTree, otherTree} {
+		checkExportOf(t, nodes[k%n], fmt.Sprintf("org/during-gc%d", k), tree, "pushed during gc")
 	}
 
 	lap("gc during pushes")
-	// 4. Node 0 SIGKILLed in the middle of pushes.
-	fresh := filepath.Join(root, "fresh")
-	if err := modelgen.FineTune(base, fresh, modelgen.FineTuneOptions{Seed: 9}); err != nil {
-		t.Fatal(err)
+	// 4. Node 0 SIGKILLed in the middle of pushes, each of a model the bucket
+	// does not have yet (so the kill lands while data moves).
+	fresh := func(k int) (string, map[string]string) {
+		dir := filepath.Join(root, fmt.Sprintf("fresh%d", k))
+		if err := modelgen.FineTune(base, dir, modelgen.FineTuneOptions{Seed: uint64(10 + k)}); err != nil {
+			t.Fatal(err)
+		}
+		mustRun(local2, "import", dir, "--name", fmt.Sprintf("org/fresh%d", k))
+		return dir, hashTree(t, dir)
 	}
-	freshTree := hashTree(t, fresh)
-	mustRun(local2, "import", fresh, "--name", "org/fresh")
+	fresh(0)
 	rng := rand.New(rand.NewPCG(3, 4))
 	t0 := time.Now()
-	mustRun(local2, "push", "org/fresh", "n0", "--to", "org/calibrate")
+	mustRun(local2, "push", "org/fresh0", "n0")
 	full := time.Since(t0)
-	for k := range 5 {
-		to := fmt.Sprintf("org/killed%d", k)
-		cmd := heftCmd(local2, env, "push", "org/fresh", "n0", "--to", to)
+	interrupted, kills := 0, killCount()
+	for k := 1; k <= kills; k++ {
+		_, tree := fresh(k)
+		ref := fmt.Sprintf("org/fresh%d", k)
+		cmd := heftCmd(local2, env, "push", ref, "n0")
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -213,18 +219,22 @@ func TestSharedStoreNodes(t *testing.T) {
 		time.Sleep(time.Duration(rng.Int64N(int64(full) + 1)))
 		serves[0].kill()
 		pushErr := <-done
+		if pushErr != nil {
+			interrupted++
+		}
 		if r := heft(t, nodes[1], "verify", "--read-data"); r.code != 0 {
 			t.Fatalf("kill %d: verify from node 1: exit %d: %s%s", k, r.code, r.stdout, r.stderr)
 		}
-		if hasRef(t, nodes[1], to) {
-			checkExportOf(t, nodes[1], to, freshTree, fmt.Sprintf("kill %d", k))
+		if hasRef(t, nodes[1], ref) {
+			checkExportOf(t, nodes[1], ref, tree, fmt.Sprintf("kill %d", k))
 		} else if pushErr == nil {
-			t.Fatalf("kill %d: the push succeeded but node 1 lacks %s", k, to)
+			t.Fatalf("kill %d: the push succeeded but node 1 lacks %s", k, ref)
 		}
 		serves[0].start()
-		mustRun(local2, "push", "org/fresh", "n0", "--to", to)
-		checkExportOf(t, nodes[2], to, freshTree, fmt.Sprintf("kill %d, re-run", k))
+		mustRun(local2, "push", ref, "n0")
+		checkExportOf(t, nodes[2], ref, tree, fmt.Sprintf("kill %d, re-run", k))
 	}
+	t.Logf("%d of %d pushes were interrupted by the kill (a push takes %s)", interrupted, kills, full.Round(time.Millisecond))
 	lap("kills")
 	for i, dir := range nodes {
 		if r := heft(t, dir, "verify", "--read-data"); r.code != 0 {
