@@ -85,11 +85,14 @@ var doctorEnv = []string{"HEFT_DEVICE", "HEFT_PJRT_PLUGIN", "HEFT_GPU_MEMORY_FRA
 func cmdDoctor() *cli.Command {
 	return &cli.Command{
 		Name:  "doctor",
-		Usage: "report which compute backend the ops commands would use (a GPU through PJRT, or the CPU) and why",
+		Usage: "report which compute backend the ops commands would use (a GPU through PJRT, or the CPU) and why, and check the store's storage",
 		Description: "Probes as `heft lora extract` does: --pjrt-plugin (HEFT_PJRT_PLUGIN), else PJRT_PLUGIN_LIBRARY_PATH, else the\n" +
 			"jax CUDA 13/12 wheels found by python3; loads the plugin, creates a client and runs a smoke program (exp and a\n" +
 			"matmul: a CUDA setup without ptxas or libdevice fails there). Exit 0 when the requested device is usable\n" +
-			"(auto always is: it falls back to the CPU), 2 when --device gpu finds no GPU.",
+			"(auto always is: it falls back to the CPU), 2 when --device gpu finds no GPU.\n" +
+			"For a store shared through S3 (heft init --backend) it also runs every operation the store relies on against\n" +
+			"the bucket (conditional writes, ranged reads, listing, delete) on a scratch object under doctor/, and exits 2\n" +
+			"when one fails; --backend URL checks a bucket before a store is created on it.",
 		Flags: commonFlags(deviceFlag(), pluginFlag(),
 			&cli.StringFlag{Name: "backend", Usage: "check this shared backend (s3://BUCKET/PREFIX?endpoint=...) instead of the store's"}),
 		Action: func(c *cli.Context) error {

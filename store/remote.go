@@ -79,6 +79,17 @@ func remotePackName(id ID) string {
 	return remotePacksDir + h[:2] + "/" + h + ".pack"
 }
 
+// parseRemotePackName returns the ID of a pack object's name (packs/XX/ID.pack);
+// ok is false for any other name.
+func parseRemotePackName(name string) (ID, bool) {
+	base, ok := strings.CutSuffix(name[strings.LastIndexByte(name, '/')+1:], ".pack")
+	if !ok {
+		return ID{}, false
+	}
+	id, err := ParseID(base)
+	return id, err == nil && remotePackName(id) == name
+}
+
 // Remote reports whether the store keeps its packs and refs in a backend, and
 // where.
 func (s *Store) Remote() (backend.Properties, bool) {
@@ -143,8 +154,7 @@ func (s *Store) refreshIndex(ctx context.Context, force bool) error {
 	}
 	listed := map[ID]backend.ObjectInfo{}
 	err = r.be.List(ctx, remotePacksDir, func(oi backend.ObjectInfo) error {
-		base := oi.Name[strings.LastIndexByte(oi.Name, '/')+1:]
-		if id, err := ParseID(strings.TrimSuffix(base, ".pack")); err == nil && strings.HasSuffix(base, ".pack") {
+		if id, ok := parseRemotePackName(oi.Name); ok {
 			listed[id] = oi
 		}
 		return nil
@@ -455,9 +465,8 @@ func (s *Store) sweepRemoteUnindexed(ctx context.Context, cutoff time.Time, dryR
 	}
 	var orphans []backend.ObjectInfo
 	err := s.remote.be.List(ctx, remotePacksDir, func(oi backend.ObjectInfo) error {
-		base := oi.Name[strings.LastIndexByte(oi.Name, '/')+1:]
-		id, err := ParseID(strings.TrimSuffix(base, ".pack"))
-		if err != nil || indexed[id] {
+		id, ok := parseRemotePackName(oi.Name)
+		if !ok || indexed[id] {
 			return nil
 		}
 		orphans = append(orphans, oi)
@@ -527,9 +536,8 @@ func (s *Store) forEachRemotePackTable(ctx context.Context, fn func(id ID, size 
 		return fmt.Errorf("list packs: %w", err)
 	}
 	for _, oi := range listed {
-		base := oi.Name[strings.LastIndexByte(oi.Name, '/')+1:]
-		id, perr := ParseID(strings.TrimSuffix(base, ".pack"))
-		if perr != nil || !strings.HasSuffix(base, ".pack") {
+		id, ok := parseRemotePackName(oi.Name)
+		if !ok {
 			continue
 		}
 		where := s.remote.be.Properties().Location + "/" + oi.Name
