@@ -83,20 +83,23 @@ func (s *Store) decodeDelta(id ID, loc Location, stored, dst []byte) ([]byte, er
 
 // deltaBase reads the base ID named by a delta-stored object.
 func (s *Store) deltaBase(id ID, loc Location) (ID, error) {
-	f, err := s.packFile(loc.Pack)
+	f, where, remote, err := s.packReader(loc.Pack)
 	if err != nil {
 		return ID{}, err
 	}
 	head := make([]byte, deltaPayloadStart)
 	if loc.StoredLen < deltaPayloadStart {
-		return ID{}, &IntegrityError{ID: id, Kind: loc.Kind, Pack: s.packPath(loc.Pack), Reason: "delta payload too short"}
+		return ID{}, &IntegrityError{ID: id, Kind: loc.Kind, Pack: where, Reason: "delta payload too short"}
 	}
 	if _, err := f.ReadAt(head, int64(loc.Offset)); err != nil {
+		if remote {
+			return ID{}, s.remoteReadError(id, loc.Kind, where, err)
+		}
 		return ID{}, fmt.Errorf("read delta header of %s: %w", id.Short(), err)
 	}
 	base, _, err := parseDeltaHeader(head)
 	if err != nil {
-		return ID{}, &IntegrityError{ID: id, Kind: loc.Kind, Pack: s.packPath(loc.Pack), Err: err}
+		return ID{}, &IntegrityError{ID: id, Kind: loc.Kind, Pack: where, Err: err}
 	}
 	return base, nil
 }

@@ -410,6 +410,7 @@ func (p *packer) flush() error {
 		p.sess.stats.PackBytes += info.Size
 		p.sess.stats.Packs++
 		p.sess.mu.Unlock()
+		p.s.trimPackCache()
 		return nil
 	}
 	if p.uploads == nil {

@@ -97,14 +97,20 @@ func releaseMapped(m vfs.Mapping, loc Location) {
 // decoded bytes to dst[:0]. Stored bytes are read from a mapping of the pack (no
 // copy), so dst is the only buffer a caller recycles.
 func (s *Store) readLocated(id ID, loc Location, dst []byte) (out []byte, err error) {
-	if s.remote != nil && loc.Kind != KindChunk && !s.packCached(loc.Pack) {
-		// A metadata object of a pack this node has not fetched: read just its
-		// entry (one ranged read) rather than the whole pack.
-		if out, err := s.readRemoteEntry(id, loc, dst); err == nil || !errors.Is(err, ErrIntegrity) {
+	if s.remote != nil && !s.packCached(loc.Pack) {
+		// A pack of a shared store this node has no copy of: read just the
+		// entry (one ranged read).
+		out, err := s.readRemoteEntry(id, loc, dst)
+		if err == nil || !errors.Is(err, ErrIntegrity) {
 			return out, err
 		}
-		// Gone from the backend, or damaged: the path below refreshes and
-		// follows a moved object, or reports the damage.
+		// Gone from the backend (gc on another node moved the object), or
+		// damaged: learn the backend's packs, and follow a moved object once.
+		_ = s.refreshIndex(context.Background(), true)
+		if now, ok, lerr := s.locate(id); lerr == nil && ok && now.Pack != loc.Pack {
+			return s.readLocated(id, now, dst)
+		}
+		return out, err
 	}
 	mapping, err := s.packMap(loc.Pack)
 	if err != nil && errors.Is(err, ErrIntegrity) {

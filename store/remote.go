@@ -569,22 +569,52 @@ func (s *Store) packCached(id ID) bool {
 	return err == nil
 }
 
-// readRemoteEntry reads one object's entry from the backend with a ranged read
-// (its header and stored bytes, checked against loc and their CRC) and decodes
-// and verifies it like any read.
+// readRemoteEntry reads one object's entry from the backend with one ranged
+// read (its header and stored bytes, checked against loc and their CRC) and
+// decodes and verifies it like any read.
 func (s *Store) readRemoteEntry(id ID, loc Location, dst []byte) ([]byte, error) {
+	stored, where, err := s.readRemoteStored(id, loc)
+	if err != nil {
+		return dst, err
+	}
+	return s.decodeStored(id, loc, where, stored, dst)
+}
+
+// readRemoteStored reads an object's stored bytes from the backend (one ranged
+// read, CRC-checked). A pack gone from the backend, or damaged, is an
+// *IntegrityError.
+func (s *Store) readRemoteStored(id ID, loc Location) ([]byte, string, error) {
 	name := remotePackName(loc.Pack)
 	where := s.packLocation(loc.Pack)
 	e := pack.Entry{ID: pack.ID(id), Kind: uint8(loc.Kind), Codec: loc.Codec, Offset: loc.Offset, RawLen: loc.RawLen, StoredLen: loc.StoredLen, CRC: loc.CRC}
-	stored, err := pack.ReadStoredAt(remoteReaderAt{context.Background(), s.remote.be, name}, where, e, nil)
-	if errors.Is(err, backend.ErrNotFound) {
-		return dst, &IntegrityError{ID: id, Kind: loc.Kind, Pack: where, Reason: "pack is missing from the backend"}
-	}
+	stored, err := pack.ReadEntryAt(remoteReaderAt{context.Background(), s.remote.be, name}, where, e)
 	if err != nil {
-		if errors.Is(err, pack.ErrCorrupt) {
-			return dst, &IntegrityError{ID: id, Kind: loc.Kind, Pack: where, Err: err}
-		}
-		return dst, fmt.Errorf("read %s %s from %s: %w", loc.Kind, id.Short(), where, err)
+		return nil, where, s.remoteReadError(id, loc.Kind, where, err)
 	}
-	return s.decodeStored(id, loc, where, stored, dst)
+	return stored, where, nil
+}
+
+// remoteReadError classifies an error of a ranged read of a pack in the
+// backend: a missing object or damaged bytes are integrity errors (the caller
+// may refresh and follow a moved object), anything else (the backend is down)
+// is not.
+func (s *Store) remoteReadError(id ID, kind Kind, where string, err error) error {
+	switch {
+	case errors.Is(err, backend.ErrNotFound):
+		return &IntegrityError{ID: id, Kind: kind, Pack: where, Reason: "pack is missing from the backend"}
+	case errors.Is(err, pack.ErrCorrupt), errors.Is(err, io.ErrUnexpectedEOF):
+		return &IntegrityError{ID: id, Kind: kind, Pack: where, Err: err}
+	}
+	return fmt.Errorf("read %s %s from %s: %w", kind, id.Short(), where, err)
+}
+
+// packReader reads a pack's bytes: this node's copy when it has one, else (a
+// shared store's pack it has not fetched) ranged reads of the backend's object,
+// whose errors remoteReadError classifies.
+func (s *Store) packReader(id ID) (ra io.ReaderAt, where string, remote bool, err error) {
+	if s.remote != nil && !s.packCached(id) {
+		return remoteReaderAt{context.Background(), s.remote.be, remotePackName(id)}, s.packLocation(id), true, nil
+	}
+	f, err := s.packFile(id)
+	return f, s.packPath(id), false, err
 }

@@ -337,3 +337,27 @@ func TestSharedStoreConfig(t *testing.T) {
 		t.Fatalf("foreign bucket: %v", err)
 	}
 }
+
+func TestSharedStorePackCache(t *testing.T) {
+	be := newSharedBackend(t)
+	base, _, tuned, _ := family(t, testCfg())
+	// A node that keeps (almost) nothing: its reads are ranged reads of the
+	// bucket.
+	opts := smallChunks
+	opts.PackCacheBytes = 1
+	small := sharedNodes(t, be, 1, opts)[0]
+	importDir(t, small, base, "m:base")
+	importDir(t, small, tuned, "m:tuned")
+	if n := packBytesOnDisk(t, small); n > opts.PackSize*2 {
+		t.Fatalf("a node with a 1-byte pack cache keeps %d bytes of packs", n)
+	}
+	assertExportIdentical(t, small, "m:tuned", tuned)
+	// An unlimited cache keeps every pack the node wrote.
+	opts.PackCacheBytes = -1
+	big := sharedNodes(t, be, 1, opts)[0]
+	importDir(t, big, base, "m:base2") // dedups: writes only the new commit
+	if n := packBytesOnDisk(t, big); n == 0 || n > remoteBytes(t, be) {
+		t.Fatalf("unlimited cache: %d bytes on disk, bucket %d", n, remoteBytes(t, be))
+	}
+	assertExportIdentical(t, big, "m:base2", base)
+}

@@ -63,6 +63,10 @@ type Options struct {
 	// RemoteLockTTL is how long a shared store's lock object lives without a
 	// refresh (its holder rewrites it every quarter of it). Default 2 minutes.
 	RemoteLockTTL time.Duration
+	// PackCacheBytes bounds the copies of packs a shared store's node keeps in
+	// packs/ (packcache.go). Zero: the config file's value, else a quarter of
+	// the filesystem holding the store; negative: unlimited.
+	PackCacheBytes int64
 }
 
 // DefaultChunkSize is the tensor chunk size: large enough that per-chunk costs
@@ -144,6 +148,9 @@ type storeConfig struct {
 	// as Options.Backend, its kind and location, which cannot be reopened from
 	// the URL alone).
 	Backend string `json:"backend,omitempty"`
+	// PackCacheBytes is the node's pack cache budget (shared stores; 0: the
+	// default, see Options.PackCacheBytes).
+	PackCacheBytes int64 `json:"pack_cache_bytes,omitempty"`
 }
 
 const storeFormat = "heft-store"
@@ -162,7 +169,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	var cfg storeConfig
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		cfg = storeConfig{Format: storeFormat, Version: 1, Backend: opts.BackendURL}
+		cfg = storeConfig{Format: storeFormat, Version: 1, Backend: opts.BackendURL, PackCacheBytes: opts.PackCacheBytes}
 		if opts.Backend != nil {
 			cfg.Backend = opts.Backend.Properties().Kind + ":" + opts.Backend.Properties().Location
 		}
@@ -181,6 +188,9 @@ func Open(dir string, opts Options) (*Store, error) {
 		if opts.BackendURL != "" && opts.BackendURL != cfg.Backend {
 			return nil, fmt.Errorf("%w: store %s was created with backend %q, not %q", ErrInput, abs, cfg.Backend, opts.BackendURL)
 		}
+	}
+	if s.opts.PackCacheBytes == 0 {
+		s.opts.PackCacheBytes = cfg.PackCacheBytes
 	}
 	be := opts.Backend
 	switch {

@@ -588,13 +588,17 @@ func (s *Store) ReadStored(id ID, buf []byte) (StoredObject, error) {
 	if !ok {
 		return StoredObject{}, &IntegrityError{ID: id, Kind: KindChunk, Reason: "object is missing from the index"}
 	}
-	f, err := s.packFile(loc.Pack)
+	data, where, err := s.readStoredAt(id, loc, buf)
 	if err != nil && errors.Is(err, ErrIntegrity) {
-		// gc in another process may have moved the object to a rewritten pack
-		// since loc was looked up: follow the index once (as readLocated does).
+		// gc in another process (or node) may have moved the object to a
+		// rewritten pack since loc was looked up: follow the index once (as
+		// readLocated does).
+		if s.remote != nil {
+			_ = s.refreshIndex(context.Background(), true)
+		}
 		if now, ok, lerr := s.locate(id); lerr == nil && ok && now.Pack != loc.Pack {
 			loc = now
-			f, err = s.packFile(loc.Pack)
+			data, where, err = s.readStoredAt(id, loc, buf)
 		}
 	}
 	if err != nil {
@@ -604,20 +608,33 @@ func (s *Store) ReadStored(id ID, buf []byte) (StoredObject, error) {
 		}
 		return StoredObject{}, err
 	}
-	e := pack.Entry{ID: pack.ID(id), Kind: uint8(loc.Kind), Codec: loc.Codec, Offset: loc.Offset, RawLen: loc.RawLen, StoredLen: loc.StoredLen, CRC: loc.CRC}
-	data, err := pack.ReadStoredAt(f, s.packPath(loc.Pack), e, buf)
-	if err != nil {
-		return StoredObject{}, &IntegrityError{ID: id, Kind: loc.Kind, Pack: s.packPath(loc.Pack), Err: err}
-	}
 	o := StoredObject{ID: id, Kind: loc.Kind, Codec: loc.Codec, RawLen: loc.RawLen, Data: data}
 	if loc.Codec == codecDelta {
 		base, _, err := parseDeltaHeader(data)
 		if err != nil {
-			return StoredObject{}, &IntegrityError{ID: id, Kind: loc.Kind, Pack: s.packPath(loc.Pack), Err: err}
+			return StoredObject{}, &IntegrityError{ID: id, Kind: loc.Kind, Pack: where, Err: err}
 		}
 		o.Base = base
 	}
 	return o, nil
+}
+
+// readStoredAt reads an object's stored bytes (CRC-checked, not decoded) from
+// this node's copy of its pack, or from the backend with one ranged read.
+func (s *Store) readStoredAt(id ID, loc Location, buf []byte) ([]byte, string, error) {
+	if s.remote != nil && !s.packCached(loc.Pack) {
+		return s.readRemoteStored(id, loc)
+	}
+	f, err := s.packFile(loc.Pack)
+	if err != nil {
+		return nil, s.packPath(loc.Pack), err
+	}
+	e := pack.Entry{ID: pack.ID(id), Kind: uint8(loc.Kind), Codec: loc.Codec, Offset: loc.Offset, RawLen: loc.RawLen, StoredLen: loc.StoredLen, CRC: loc.CRC}
+	data, err := pack.ReadStoredAt(f, s.packPath(loc.Pack), e, buf)
+	if err != nil {
+		return nil, s.packPath(loc.Pack), &IntegrityError{ID: id, Kind: loc.Kind, Pack: s.packPath(loc.Pack), Err: err}
+	}
+	return data, s.packPath(loc.Pack), nil
 }
 
 // ReceiveOptions tune ReceiveObjects.

@@ -186,3 +186,30 @@ func ReadTableAt(ra io.ReaderAt, path string, size int64) (ID, []Entry, error) {
 	}
 	return tr.id, tr.entries, nil
 }
+
+// ReadEntryAt is ReadStoredAt with one read of the entry's header and stored
+// bytes together, for readers where each read is a request (a ranged GET of a
+// remote pack). The result is a new slice.
+func ReadEntryAt(ra io.ReaderAt, path string, e Entry) ([]byte, error) {
+	if e.StoredLen > MaxStoredLen || e.Offset < firstDataOffset || e.Offset > math.MaxInt64-e.StoredLen {
+		return nil, corruptf(path, int64(min(e.Offset, math.MaxInt64)), e.ID,
+			"entry at offset %d with %d stored bytes is impossible in a pack", e.Offset, e.StoredLen)
+	}
+	hoff := int64(e.Offset) - entryHeaderSize
+	all := make([]byte, entryHeaderSize+int(e.StoredLen))
+	if err := readFullAt(ra, path, all, hoff); err != nil {
+		return nil, withID(err, e.ID)
+	}
+	got, err := parseEntryHeader(path, hoff, all[:entryHeaderSize])
+	if err != nil {
+		return nil, withID(err, e.ID)
+	}
+	if got != e {
+		return nil, corruptf(path, hoff, e.ID, "entry header in the pack (%s) does not match the entry asked for (%s)", fmtEntry(got), fmtEntry(e))
+	}
+	buf := all[entryHeaderSize:]
+	if c := checksum(buf); c != e.CRC {
+		return nil, corruptf(path, int64(e.Offset), e.ID, "stored bytes CRC mismatch (want %08x, got %08x)", e.CRC, c)
+	}
+	return buf, nil
+}
