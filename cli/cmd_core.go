@@ -27,7 +27,8 @@ func cmdInit() *cli.Command {
 			"consistent-list=true, part-size=BYTES. Credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY\n" +
 			"(AWS_SESSION_TOKEN) or the AWS credentials and config files, never from the URL. Joining a bucket that\n" +
 			"already holds a store adopts it.",
-		Flags: commonFlags(&cli.StringFlag{Name: "backend", Usage: "keep packs and refs in a shared bucket: s3://BUCKET/PREFIX[?endpoint=URL&region=NAME...]"}),
+		Flags: commonFlags(&cli.StringFlag{Name: "backend", Usage: "keep packs and refs in a shared bucket: s3://BUCKET/PREFIX[?endpoint=URL&region=NAME...]"},
+			&cli.StringFlag{Name: "pack-cache", Usage: "shared stores: how much of this node's disk copies of packs may use, e.g. 200GiB; \"unlimited\" (default: a quarter of the filesystem)"}),
 		Action: func(c *cli.Context) error {
 			e := getEnv(c)
 			if c.NArg() > 1 {
@@ -36,7 +37,21 @@ func cmdInit() *cli.Command {
 			if c.NArg() == 1 {
 				e.storeDir = c.Args().First()
 			}
-			s, err := e.openWith(store.Options{BackendURL: c.String("backend")})
+			opts := store.Options{BackendURL: c.String("backend")}
+			switch v := c.String("pack-cache"); {
+			case v == "":
+			case opts.BackendURL == "":
+				return usagef("--pack-cache applies to a shared store (--backend)")
+			case v == "unlimited":
+				opts.PackCacheBytes = -1
+			default:
+				n, err := parseBytes(v)
+				if err != nil || n == 0 {
+					return usagef("--pack-cache %q: want a size such as 200GiB, or unlimited", v)
+				}
+				opts.PackCacheBytes = n
+			}
+			s, err := e.openWith(opts)
 			if err != nil {
 				return err
 			}
