@@ -8,7 +8,7 @@
 // (default 3) the repetitions. Each repetition imports the same generated BF16
 // model into a fresh store (a fresh bucket), exports it from the importing
 // node (its pack cache holds every pack: the local path) and from a second node
-// with an empty cache (every pack is fetched from the bucket first). The page
+// with an empty cache (every object is a ranged GET of the bucket). The page
 // cache is warm for the source. Results go to stdout as a markdown table; the
 // test asserts nothing about speed.
 package s3bench
@@ -125,7 +125,7 @@ func TestS3ImportExportThroughput(t *testing.T) {
 	}
 	gb := float64(logical) / 1e9
 	fmt.Printf("\nmodel: %.2f GB BF16 (%d reps; median [min–max] MB/s)\n\n", gb, reps)
-	fmt.Println("| storage | import | export, node's cache | export, empty cache (fetch from the bucket) |")
+	fmt.Println("| storage | import | export, node's cache | export, empty cache (ranged reads of the bucket) |")
 	fmt.Println("|---|---|---|---|")
 	for _, tg := range targets {
 		col := func(pick func(sample) float64) string {
