@@ -72,6 +72,9 @@ type remote struct {
 	// packs are the backend's packs as of the last listing: size and time of
 	// creation (the server's clock), which gc's grace period reads.
 	packs map[ID]backend.ObjectInfo // +checklocks:mu
+	// unreadable are packs in the backend whose table could not be read
+	// (damaged, or not packs): left out of the index, reported by verify.
+	unreadable map[ID]error // +checklocks:mu
 }
 
 func remotePackName(id ID) string {
@@ -102,7 +105,7 @@ func (s *Store) Remote() (backend.Properties, bool) {
 // openRemote joins the store in the backend: it checks (or, for a new store,
 // writes) the backend's config object and refreshes the index.
 func (s *Store) openRemote(ctx context.Context, be backend.Backend) error {
-	s.remote = &remote{be: be, packs: map[ID]backend.ObjectInfo{}}
+	s.remote = &remote{be: be, packs: map[ID]backend.ObjectInfo{}, unreadable: map[ID]error{}}
 	want, _ := json.Marshal(storeConfig{Format: storeFormat, Version: 1})
 	want = append(want, '\n')
 	_, err := be.PutIfAbsent(ctx, remoteConfigName, bytes.NewReader(want), int64(len(want)))
@@ -193,12 +196,28 @@ func (s *Store) refreshIndex(ctx context.Context, force bool) error {
 		if indexed[id] {
 			continue
 		}
-		got, entries, err := pack.ReadTableAt(remoteReaderAt{ctx, r.be, oi.Name}, r.be.Properties().Location+"/"+oi.Name, oi.Size)
+		r.mu.Lock()
+		_, bad := r.unreadable[id]
+		r.mu.Unlock()
+		if bad {
+			continue
+		}
+		where := r.be.Properties().Location + "/" + oi.Name
+		got, entries, err := pack.ReadTableAt(remoteReaderAt{ctx, r.be, oi.Name}, where, oi.Size)
+		if err == nil && ID(got) != id {
+			err = fmt.Errorf("%w: pack %s holds the table of pack %s", ErrIntegrity, where, ID(got).Short())
+		}
+		if errors.Is(err, pack.ErrCorrupt) || errors.Is(err, pack.ErrNotPack) || errors.Is(err, ErrIntegrity) {
+			// A damaged or foreign object must not stop the node from
+			// answering: it is left out of the index (what it held reads as
+			// missing) and reported by verify.
+			r.mu.Lock()
+			r.unreadable[id] = err
+			r.mu.Unlock()
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("refresh index: pack %s: %w", oi.Name, err)
-		}
-		if ID(got) != id {
-			return fmt.Errorf("%w: refresh index: pack %s holds the table of pack %s", ErrIntegrity, oi.Name, ID(got).Short())
 		}
 		locs := make(map[ID]Location, len(entries))
 		for _, e := range entries {
@@ -468,6 +487,12 @@ func (s *Store) sweepRemoteUnindexed(ctx context.Context, cutoff time.Time, dryR
 		id, ok := parseRemotePackName(oi.Name)
 		if !ok || indexed[id] {
 			return nil
+		}
+		s.remote.mu.Lock()
+		_, bad := s.remote.unreadable[id]
+		s.remote.mu.Unlock()
+		if bad {
+			return nil // damaged, not orphaned: kept for a person to look at
 		}
 		orphans = append(orphans, oi)
 		return nil

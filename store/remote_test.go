@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -360,4 +361,43 @@ func TestSharedStorePackCache(t *testing.T) {
 		t.Fatalf("unlimited cache: %d bytes on disk, bucket %d", n, remoteBytes(t, be))
 	}
 	assertExportIdentical(t, big, "m:base2", base)
+}
+
+func TestSharedStoreDamagedPackInBucket(t *testing.T) {
+	now := time.Now()
+	be := newSharedBackend(t)
+	opts := smallChunks
+	opts.Now = func() time.Time { return now }
+	s := sharedNodes(t, be, 1, opts)[0]
+	base, _, _, _ := family(t, testCfg())
+	importDir(t, s, base, "m:base")
+	// Something that is not a pack appears under a pack's name (a bad copy, a
+	// tool writing into the bucket): the node keeps answering, verify warns,
+	// gc does not delete it.
+	var junkID ID
+	junkID[0] = 0xab
+	junk := []byte("not a pack at all, but long enough to look at its footer........................")
+	if _, err := be.Put(ctx, remotePackName(junkID), bytes.NewReader(junk), int64(len(junk))); err != nil {
+		t.Fatal(err)
+	}
+	other, err := Open(t.TempDir(), Options{Backend: be})
+	if err != nil {
+		t.Fatalf("open beside a damaged pack: %v", err)
+	}
+	defer other.Close()
+	assertExportIdentical(t, other, "m:base", base)
+	res, err := other.Verify(ctx, VerifyOptions{})
+	if err != nil || !res.OK || !strings.Contains(strings.Join(res.Warnings, "\n"), "cannot be indexed") {
+		t.Fatalf("verify: %+v, %v", res, err)
+	}
+	now = now.Add(2 * ReceivedGrace)
+	if _, err := s.GC(ctx, GCOptions{Grace: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := be.Stat(ctx, remotePackName(junkID)); err != nil {
+		t.Fatalf("gc removed a damaged pack: %v", err)
+	}
+	if err := be.Delete(ctx, remotePackName(junkID)); err != nil { // for the final check
+		t.Fatal(err)
+	}
 }

@@ -123,6 +123,13 @@ func (s *Store) Verify(ctx context.Context, opts VerifyOptions) (*VerifyResult, 
 			}
 		}
 	}
+	if s.remote != nil {
+		s.remote.mu.Lock()
+		for id, uerr := range s.remote.unreadable {
+			res.Warnings = append(res.Warnings, fmt.Sprintf("pack %s in the backend cannot be indexed: %v", s.packLocation(id), uerr))
+		}
+		s.remote.mu.Unlock()
+	}
 	err = s.walkPackDir(func(path string, _ os.FileInfo, id ID, isPack bool) error {
 		if isPack {
 			if _, ok := packs[id]; !ok {
