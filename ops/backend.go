@@ -107,6 +107,13 @@ type Backend interface {
 	// ‖b·a‖_F (pjrtgpu.CosineLowRankTolerance).
 	CosineLowRank(ctx context.Context, x, b, a Matrix) (float64, error)
 
+	// LowRankError returns ‖x − b·a‖_F and ‖x‖_F, the error check of a LoRA
+	// extraction (linalg.ResidualNorm and linalg.FrobeniusNorm); an
+	// accelerated backend forms the float32 product in another order: the
+	// residual within pjrtgpu.ResidualTolerance, the norm within
+	// pjrtgpu.NormTolerance.
+	LowRankError(ctx context.Context, x, b, a Matrix) (residual, norm float64, err error)
+
 	// Close releases the device (a no-op for the CPU).
 	Close() error
 }
@@ -169,6 +176,17 @@ func (cpuBackend) CosineLowRank(ctx context.Context, x, b, a Matrix) (float64, e
 		return 0, fmt.Errorf("%w: CosineLowRank: b %d×%d, a %d×%d", linalg.ErrShape, b.Rows, b.Cols, a.Rows, a.Cols)
 	}
 	return linalg.Cosine(x, linalg.Mul(b, a))
+}
+
+func (cpuBackend) LowRankError(ctx context.Context, x, b, a Matrix) (float64, float64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, 0, err
+	}
+	r, err := linalg.ResidualNorm(b, a, x)
+	if err != nil {
+		return 0, 0, err
+	}
+	return r, linalg.FrobeniusNorm(x), nil
 }
 
 func (cpuBackend) Close() error { return nil }
@@ -369,6 +387,20 @@ func (g *gpuBackend) CosineLowRank(ctx context.Context, x, b, a Matrix) (float64
 		return 0, fmt.Errorf("gpu: cosine with a rank-%d product: %w", b.Cols, err)
 	}
 	return v, nil
+}
+
+func (g *gpuBackend) LowRankError(ctx context.Context, x, b, a Matrix) (float64, float64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, 0, err
+	}
+	r, n, err := g.dev.LowRankError(x, b, a)
+	if errors.Is(err, pjrtgpu.ErrUnsupported) {
+		return g.cpu.LowRankError(ctx, x, b, a)
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("gpu: error of a rank-%d product: %w", b.Cols, err)
+	}
+	return r, n, nil
 }
 
 func (g *gpuBackend) Close() error {

@@ -413,7 +413,12 @@ func extractModule(ctx context.Context, be Backend, base, tuned *denseView, name
 	if _, err := decodeFloats(dtype, b, fb.Data); err != nil {
 		return nil, nil, rep, err
 	}
-	norm := linalg.FrobeniusNorm(delta)
+	// The error of what is stored, computed where the SVD ran (a device keeps
+	// the rank-r product off the host).
+	residual, norm, err := be.LowRankError(ctx, delta, fb, fa)
+	if err != nil {
+		return nil, nil, rep, fmt.Errorf("%s: %w", name, err)
+	}
 	rep = LoraModule{Module: strings.TrimSuffix(name, ".weight"), Out: out, In: in, Rank: svd.Rank(), DeltaNorm: norm, Energy: 1}
 	if norm > 0 {
 		var captured float64
@@ -421,9 +426,7 @@ func extractModule(ctx context.Context, be Backend, base, tuned *denseView, name
 			captured += s * s
 		}
 		rep.Energy = min(1, captured/(norm*norm))
-		if rep.RelError, err = linalg.RelError(fb, fa, delta); err != nil {
-			return nil, nil, rep, err
-		}
+		rep.RelError = residual / norm
 	}
 	if math.IsNaN(rep.RelError) {
 		return nil, nil, rep, fmt.Errorf("%s: relative error is NaN", name)

@@ -64,11 +64,12 @@
 //     multiplies) and the reductions of `heft analyze` (Frobenius norms and
 //     cosines summed in float64 from exactly widened values; the cosine
 //     with a low-rank product B·A without moving the product off the
-//     device), reduce.go. They cannot be bit-identical (the CPU's and the
+//     device; the LoRA error check ‖X − B·A‖ likewise), reduce.go. They
+//     cannot be bit-identical (the CPU's and the
 //     device's orders of summation differ, and no device can be made to
 //     follow linalg's GEMM); reducehost.go states and the tests check the
 //     bounds: MergeTolerance, NormTolerance, CosineTolerance,
-//     CosineLowRankTolerance.
+//     CosineLowRankTolerance, ResidualTolerance.
 //
 // Whatever the device cannot take (another format, an unusual dtype, a
 // program the plugin cannot compile, a malformed input, a result that

@@ -155,6 +155,52 @@ func (d *Device) CosineLowRank(x, b, a linalg.Matrix) (float64, error) {
 	return cosineOf(s[0], s[1], s[2]), nil
 }
 
+// LowRankError returns ‖x − b·a‖_F and ‖x‖_F (x m×n, b m×r, a r×n), the
+// product in float32 and the differences and squares summed in float64 on
+// the device: what linalg.ResidualNorm and linalg.FrobeniusNorm compute,
+// within ResidualTolerance and NormTolerance (the float32 products round
+// differently). It is the error check of a LoRA extraction, without the
+// product leaving the device.
+func (d *Device) LowRankError(x, b, a linalg.Matrix) (residual, norm float64, err error) {
+	for _, m := range []linalg.Matrix{x, b, a} {
+		if err := checkMatrix(m); err != nil {
+			return 0, 0, err
+		}
+	}
+	if b.Rows != x.Rows || a.Cols != x.Cols || b.Cols != a.Rows {
+		return 0, 0, unsupportedf("residual of %d×%d and %d×%d · %d×%d", x.Rows, x.Cols, b.Rows, b.Cols, a.Rows, a.Cols)
+	}
+	xb, err := d.uploadMatrix(x, true)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer destroy(xb)
+	bb, err := d.uploadMatrix(b, false)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer destroy(bb)
+	ab, err := d.uploadMatrix(a, false)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer destroy(ab)
+	e, err := d.exe(fmt.Sprintf("lowrank_error/%dx%d/%d", x.Rows, x.Cols, b.Cols), func() ([]byte, error) { return progResidual(x.Rows, x.Cols, b.Cols) })
+	if err != nil {
+		return 0, 0, err
+	}
+	outs, err := d.run(e, xb, bb, ab)
+	defer destroy(outs...)
+	if err != nil {
+		return 0, 0, err
+	}
+	s, err := d.downloadF64(outs, 2)
+	if err != nil {
+		return 0, 0, err
+	}
+	return math.Sqrt(s[0]), math.Sqrt(s[1]), nil
+}
+
 // Merge sets dst = w + scale·(b·a) (w and dst m×n, b m×r, a r×n), the
 // product in float32 with true float32 multiplies (Highest precision, no
 // TF32) and float32 accumulation in the device's order: within
@@ -226,6 +272,19 @@ func progDotNorms(m, n, r int) ([]byte, error) {
 	}
 	sum := func(v *value) *value { return g.reduce(v, float64(0), g.addFn(dtypes.Float64), 0, 1) }
 	return g.build(sum(g.bin(stablehlo.Multiply, x, y)), sum(g.bin(stablehlo.Multiply, x, x)), sum(g.bin(stablehlo.Multiply, y, y)))
+}
+
+// progResidual: Σ (x − b·a)², Σ x² in float64, x given as bits, the product
+// of b [m, r] and a [r, n] in float32 and then widened exactly.
+func progResidual(m, n, r int) ([]byte, error) {
+	g := newGraph("heft_residual")
+	x := g.exactF64(g.input("x", dtypes.Uint32, m, n))
+	b := g.input("b", dtypes.Float32, m, r)
+	a := g.input("a", dtypes.Float32, r, n)
+	y := g.exactF64(g.bitcast(g.dot(b, 1, a, 0, false), dtypes.Uint32))
+	diff := g.bin(stablehlo.Subtract, x, y)
+	sum := func(v *value) *value { return g.reduce(v, float64(0), g.addFn(dtypes.Float64), 0, 1) }
+	return g.build(sum(g.bin(stablehlo.Multiply, diff, diff)), sum(g.bin(stablehlo.Multiply, x, x)))
 }
 
 // progMerge: w + scale·(b·a), float32.

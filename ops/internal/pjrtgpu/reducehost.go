@@ -53,6 +53,16 @@ func CosineLowRankTolerance(b, a linalg.Matrix) float64 {
 	return 4*gamma(b.Cols+1, u32)*nq/np + CosineTolerance(p.Rows*p.Cols)
 }
 
+// ResidualTolerance is the bound on |device − cpu| for ‖x − B·A‖_F (B m×r,
+// A r×n): each computes every product element within γ_r·(|B|·|A|)_ij of
+// the exact one, so each residual norm is within γ_r·‖|B|·|A|‖_F of the
+// exact product's (triangle inequality), and sums its n float64 squares with
+// relative error γ_n: 2·γ_{r+1}·‖|B|·|A|‖_F + 2·NormTolerance(m·n)·residual.
+func ResidualTolerance(b, a linalg.Matrix, residual float64) float64 {
+	q := linalg.Mul(absMatrix(b), absMatrix(a))
+	return 2*gamma(b.Cols+1, u32)*linalg.FrobeniusNorm(q) + 2*NormTolerance(b.Rows*a.Cols)*residual
+}
+
 // MergeTolerance is the bound on |device − cpu| for merged element (i, j):
 // each computes scale·(B·A)_ij within |scale|·γ_{r+1}·(|B|·|A|)_ij of the
 // exact value and rounds the sum with w once (relative u32), so
@@ -231,5 +241,16 @@ func CheckReduce(d *Device, c ReduceCase) ([]string, error) {
 		return nil, fmt.Errorf("cpu low-rank cosine: %w", err)
 	}
 	same("cos(x, B·A)", devLR, cpuLR, CosineLowRankTolerance(c.B, c.A), false)
+	// The LoRA error check: ‖x − B·A‖ and ‖x‖.
+	devRes, devNorm2, err := d.LowRankError(x, c.B, c.A)
+	if err != nil {
+		return nil, fmt.Errorf("device low-rank error: %w", err)
+	}
+	cpuRes, err := linalg.ResidualNorm(c.B, c.A, x)
+	if err != nil {
+		return nil, fmt.Errorf("cpu residual: %w", err)
+	}
+	same("‖x − B·A‖", devRes, cpuRes, ResidualTolerance(c.B, c.A, cpuRes), false)
+	same("‖x‖ (with the residual)", devNorm2, linalg.FrobeniusNorm(x), NormTolerance(len(x.Data)), true)
 	return bad, nil
 }

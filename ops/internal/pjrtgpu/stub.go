@@ -91,6 +91,11 @@ func (d *Device) FrobeniusNorm(linalg.Matrix) (float64, error) { return 0, unava
 // Cosine fails: there is no device in this build.
 func (d *Device) Cosine(x, y linalg.Matrix) (float64, error) { return 0, unavailable() }
 
+// LowRankError fails: there is no device in this build.
+func (d *Device) LowRankError(x, b, a linalg.Matrix) (residual, norm float64, err error) {
+	return 0, 0, unavailable()
+}
+
 // CosineLowRank fails: there is no device in this build.
 func (d *Device) CosineLowRank(x, b, a linalg.Matrix) (float64, error) { return 0, unavailable() }
 
