@@ -19,30 +19,39 @@ import (
 
 // Locks between the nodes of a shared store are objects under locks/ in the
 // backend, as restic keeps them: a writer creates a shared lock object, gc (and
-// repair) an exclusive one, each under a fresh unique name, and then lists the
-// others:
+// repair) an exclusive one, each under a fresh unique name that starts with its
+// creation time, so that names order the lockers into a queue. Each then lists
+// the others and waits, keeping its object (refreshed) while it does:
 //
-//   - a shared locker that sees any live exclusive lock deletes its own and
-//     tries again later, so a waiting gc is not starved by a stream of writers;
-//   - an exclusive locker waits while live shared locks exist (the writers in
-//     flight finish), and yields to an older exclusive lock (names start with
-//     the creation time, so the older one wins and the newer deletes its own).
+//   - a shared locker waits while an exclusive lock older than its own exists;
+//     it is created "waiting" and, once nothing older blocks it, rewrites itself
+//     as active and lists once more before it proceeds (an exclusive locker that
+//     listed in between saw it waiting and newer, and so is older: the second
+//     listing finds it);
+//   - an exclusive locker waits while an older exclusive lock exists, or a
+//     shared one that is older or active (writers in flight finish; writers that
+//     queued behind it wait for it).
 //
-// Both sides create before they list, so of a writer and a gc that lock at the
-// same time at least one sees the other (this needs a listing that includes
-// every write that returned before it: Properties.ConsistentList, true of AWS
-// S3, versitygw and SeaweedFS). A held lock is rewritten with a later expiry
-// every RemoteLockTTL/4; a lock whose holder died expires after RemoteLockTTL
-// (plus a minute of allowance for clocks that disagree) and is then deleted by
-// whoever finds it.
+// So neither side starves the other: a gc run back to back with itself lets
+// the writers that queued meanwhile through, and a stream of writers lets a
+// waiting gc through. Of two lockers that conflict, the newer waits for the
+// older; both create before they list, so at least one sees the other (this
+// needs a listing that includes every write that returned before it:
+// Properties.ConsistentList, true of AWS S3, versitygw and SeaweedFS). A lock
+// is rewritten with a later expiry every RemoteLockTTL/4 while held and while
+// waiting; a lock whose holder died expires after RemoteLockTTL (plus a minute
+// of allowance for clocks that disagree) and is deleted by whoever finds it.
 
 // lockObject is a lock's content.
 type lockObject struct {
-	Exclusive bool      `json:"exclusive"`
-	Host      string    `json:"host"`
-	PID       int       `json:"pid"`
-	Created   time.Time `json:"created"`
-	Expires   time.Time `json:"expires"`
+	Exclusive bool `json:"exclusive"`
+	// Waiting marks a shared lock queued behind an exclusive one: it does not
+	// hold anything yet, so newer exclusive lockers may pass it.
+	Waiting bool      `json:"waiting,omitempty"`
+	Host    string    `json:"host"`
+	PID     int       `json:"pid"`
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires"`
 }
 
 // lockClockSlack is how far apart the nodes' clocks may be before a live lock
@@ -76,52 +85,60 @@ func (s *Store) lockTTL() time.Duration {
 func (s *Store) acquireRemoteLock(ctx context.Context, exclusive bool) (*remoteLock, error) {
 	host, _ := os.Hostname()
 	deadline := time.Now().Add(s.opts.LockTimeout)
-	for attempt := 0; ; attempt++ {
-		l := &remoteLock{s: s, name: newLockName(time.Now()), obj: lockObject{Exclusive: exclusive, Host: host, PID: os.Getpid(), Created: time.Now().UTC()}}
-		if err := l.write(ctx); err != nil {
+	l := &remoteLock{s: s, name: newLockName(time.Now()), obj: lockObject{Exclusive: exclusive, Waiting: !exclusive, Host: host, PID: os.Getpid(), Created: time.Now().UTC()}}
+	if err := l.write(ctx); err != nil {
+		return nil, err
+	}
+	for {
+		blocked, holder, err := s.lockBlockers(ctx, l)
+		if err != nil {
+			l.delete()
 			return nil, err
 		}
-		for {
-			wait, yield, holder, err := s.lockConflicts(ctx, l)
-			if err != nil {
+		switch {
+		case !blocked && l.obj.Waiting:
+			// Nothing older blocks this writer: become active, then look again
+			// for an exclusive locker that saw it waiting.
+			l.obj.Waiting = false
+			if err := l.write(ctx); err != nil {
 				l.delete()
 				return nil, err
 			}
-			if !wait && !yield {
-				l.stop = make(chan struct{})
-				l.done.Add(1)
-				go l.keepAlive()
-				return l, nil
-			}
-			if time.Now().After(deadline) {
+			continue
+		case !blocked:
+			l.stop = make(chan struct{})
+			l.done.Add(1)
+			go l.keepAlive()
+			return l, nil
+		case !exclusive && !l.obj.Waiting:
+			// An older gc appeared between the two listings: queue behind it.
+			l.obj.Waiting = true
+			if err := l.write(ctx); err != nil {
 				l.delete()
-				what := "gc is running on another node"
-				if exclusive {
-					what = "imports are running on other nodes"
-				}
-				return nil, fmt.Errorf("%w: %s (lock %s, waited %s)", ErrBusy, what, holder, s.opts.LockTimeout)
-			}
-			time.Sleep(time.Duration(50+mrand.IntN(100)) * time.Millisecond)
-			if yield {
-				break // delete ours and queue again behind the other
-			}
-			// Waiting for writers to finish: keep ours fresh meanwhile.
-			if time.Until(l.obj.Expires) < s.lockTTL()/2 {
-				if err := l.write(ctx); err != nil {
-					l.delete()
-					return nil, err
-				}
+				return nil, err
 			}
 		}
-		l.delete()
+		if time.Now().After(deadline) {
+			l.delete()
+			what := "gc is running on another node"
+			if exclusive {
+				what = "imports are running on other nodes"
+			}
+			return nil, fmt.Errorf("%w: %s (lock %s, waited %s)", ErrBusy, what, holder, s.opts.LockTimeout)
+		}
+		time.Sleep(time.Duration(50+mrand.IntN(100)) * time.Millisecond)
+		if time.Until(l.obj.Expires) < s.lockTTL()/2 {
+			if err := l.write(ctx); err != nil {
+				l.delete()
+				return nil, err
+			}
+		}
 	}
 }
 
-// lockConflicts lists the other lock objects and decides whether l must wait
-// for them (an exclusive l and live shared locks) or yield to them (a shared l
-// and a live exclusive lock, or an exclusive l and an older exclusive lock).
-// Expired locks are deleted on the way.
-func (s *Store) lockConflicts(ctx context.Context, l *remoteLock) (wait, yield bool, holder string, err error) {
+// lockBlockers lists the other lock objects and reports whether one blocks l
+// (see the rules above), and which. Expired locks are deleted on the way.
+func (s *Store) lockBlockers(ctx context.Context, l *remoteLock) (blocked bool, holder string, err error) {
 	be := s.remote.be
 	var names []string
 	err = be.List(ctx, remoteLocksDir, func(oi backend.ObjectInfo) error {
@@ -131,7 +148,7 @@ func (s *Store) lockConflicts(ctx context.Context, l *remoteLock) (wait, yield b
 		return nil
 	})
 	if err != nil {
-		return false, false, "", fmt.Errorf("list locks: %w", err)
+		return false, "", fmt.Errorf("list locks: %w", err)
 	}
 	now := time.Now()
 	for _, name := range names {
@@ -140,7 +157,7 @@ func (s *Store) lockConflicts(ctx context.Context, l *remoteLock) (wait, yield b
 			continue // released meanwhile
 		}
 		if err != nil {
-			return false, false, "", fmt.Errorf("read lock %s: %w", name, err)
+			return false, "", fmt.Errorf("read lock %s: %w", name, err)
 		}
 		var o lockObject
 		if json.Unmarshal(data, &o) != nil || now.After(o.Expires.Add(lockClockSlack)) {
@@ -149,17 +166,18 @@ func (s *Store) lockConflicts(ctx context.Context, l *remoteLock) (wait, yield b
 			_ = be.Delete(ctx, name)
 			continue
 		}
-		desc := fmt.Sprintf("%s held by %s pid %d since %s", name, o.Host, o.PID, o.Created.Format(time.RFC3339))
-		switch {
-		case !l.obj.Exclusive && o.Exclusive:
-			return false, true, desc, nil
-		case l.obj.Exclusive && o.Exclusive && name < l.name:
-			return false, true, desc, nil
-		case l.obj.Exclusive && !o.Exclusive:
-			wait, holder = true, desc
+		older := name < l.name
+		var blocks bool
+		if l.obj.Exclusive {
+			blocks = (o.Exclusive && older) || (!o.Exclusive && (older || !o.Waiting))
+		} else {
+			blocks = o.Exclusive && older
+		}
+		if blocks {
+			return true, fmt.Sprintf("%s held by %s pid %d since %s", name, o.Host, o.PID, o.Created.Format(time.RFC3339)), nil
 		}
 	}
-	return wait, false, holder, nil
+	return false, "", nil
 }
 
 // write (re)writes the lock object with a fresh expiry.

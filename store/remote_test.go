@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -399,5 +400,67 @@ func TestSharedStoreDamagedPackInBucket(t *testing.T) {
 	}
 	if err := be.Delete(ctx, remotePackName(junkID)); err != nil { // for the final check
 		t.Fatal(err)
+	}
+}
+
+// Writers queued behind a gc get their turn before the next gc, and a gc
+// queued behind writers gets its turn before the writers that came after it:
+// neither a gc run back to back nor a stream of writers starves the other.
+func TestSharedStoreLockFairness(t *testing.T) {
+	be := newSharedBackend(t)
+	opts := smallChunks
+	opts.LockTimeout = 20 * time.Second
+	nodes := sharedNodes(t, be, 3, opts)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	// Node 0 takes the exclusive lock back to back.
+	var gcs, writes atomic.Int64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			l, err := nodes[0].exclusiveLock()
+			if err != nil {
+				t.Errorf("exclusive: %v", err)
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+			l.Unlock()
+			gcs.Add(1)
+		}
+	}()
+	// Nodes 1 and 2 take shared locks back to back.
+	for _, s := range nodes[1:] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				l, err := s.writerLock()
+				if err != nil {
+					t.Errorf("writer: %v", err)
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+				l.Unlock()
+				writes.Add(1)
+			}
+		}()
+	}
+	time.Sleep(4 * time.Second)
+	close(stop)
+	wg.Wait()
+	t.Logf("in 4 s: %d exclusive and %d shared locks taken", gcs.Load(), writes.Load())
+	if gcs.Load() < 3 || writes.Load() < 3 {
+		t.Fatalf("starved: %d exclusive, %d shared locks in 4 s", gcs.Load(), writes.Load())
 	}
 }
