@@ -2,7 +2,9 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -463,4 +465,28 @@ func TestSharedStoreLockFairness(t *testing.T) {
 	if gcs.Load() < 3 || writes.Load() < 3 {
 		t.Fatalf("starved: %d exclusive, %d shared locks in 4 s", gcs.Load(), writes.Load())
 	}
+}
+
+func TestSharedStoreInitFailureLeavesNoStore(t *testing.T) {
+	dir := t.TempDir()
+	broken := failingBackend{mem.New(mem.Options{})}
+	if _, err := Open(dir, Options{Backend: broken}); err == nil {
+		t.Fatal("open over a failing backend succeeded")
+	}
+	if _, exists, err := ReadConfig(dir); err != nil || exists {
+		t.Fatalf("a store that never reached its backend left a config (exists %v, %v)", exists, err)
+	}
+	// Init again with a working backend.
+	s, err := Open(dir, Options{Backend: mem.New(mem.Options{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+}
+
+// failingBackend refuses every write, as a missing bucket does.
+type failingBackend struct{ backend.Backend }
+
+func (failingBackend) PutIfAbsent(context.Context, string, io.ReaderAt, int64) (backend.ObjectInfo, error) {
+	return backend.ObjectInfo{}, errors.New("the specified bucket does not exist")
 }

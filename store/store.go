@@ -167,8 +167,10 @@ func Open(dir string, opts Options) (*Store, error) {
 	cfgPath := filepath.Join(abs, "config")
 	data, err := vfs.ReadFile(s.fs, cfgPath)
 	var cfg storeConfig
+	created := false
 	switch {
 	case errors.Is(err, os.ErrNotExist):
+		created = true
 		cfg = storeConfig{Format: storeFormat, Version: 1, Backend: opts.BackendURL, PackCacheBytes: opts.PackCacheBytes}
 		if opts.Backend != nil {
 			cfg.Backend = opts.Backend.Properties().Kind + ":" + opts.Backend.Properties().Location
@@ -211,6 +213,12 @@ func Open(dir string, opts Options) (*Store, error) {
 		if err := s.openRemote(context.Background(), be); err != nil {
 			if opts.Backend == nil {
 				_ = be.Close()
+			}
+			if created {
+				// A store that never reached its bucket is not a store: drop
+				// its config, so that init can be run again (with the
+				// bucket created, or another URL).
+				_ = s.fs.Remove(cfgPath)
 			}
 			return nil, err
 		}
