@@ -559,13 +559,7 @@ func (s *Store) forgetPackFile(id ID) {
 // wrote while rewriting are indexed by now, and file times are too coarse to tell
 // them from older ones.
 func (s *Store) sweepUnindexed(cutoff time.Time, dryRun bool, res *GCResult) error {
-	indexed := map[ID]bool{}
-	err := s.idx.view(func(tx *bolt.Tx) error {
-		return forEachPack(tx, func(id ID, _ packRecord) error {
-			indexed[id] = true
-			return nil
-		})
-	})
+	indexed, err := s.indexedPacks()
 	if err != nil {
 		return err
 	}
@@ -590,6 +584,18 @@ func (s *Store) sweepUnindexed(cutoff time.Time, dryRun bool, res *GCResult) err
 		}
 		return nil
 	})
+}
+
+// indexedPacks returns the set of packs the index lists.
+func (s *Store) indexedPacks() (map[ID]bool, error) {
+	indexed := map[ID]bool{}
+	err := s.idx.view(func(tx *bolt.Tx) error {
+		return forEachPack(tx, func(id ID, _ packRecord) error {
+			indexed[id] = true
+			return nil
+		})
+	})
+	return indexed, err
 }
 
 // walkPackDir calls fn for every pack file (isPack, with its ID) and every leftover

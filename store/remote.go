@@ -165,13 +165,8 @@ func (s *Store) refreshIndex(ctx context.Context, force bool) error {
 	if err != nil {
 		return fmt.Errorf("refresh index: list packs: %w", err)
 	}
-	indexed := map[ID]bool{}
-	if err := s.idx.view(func(tx *bolt.Tx) error {
-		return forEachPack(tx, func(id ID, _ packRecord) error {
-			indexed[id] = true
-			return nil
-		})
-	}); err != nil {
+	indexed, err := s.indexedPacks()
+	if err != nil {
 		return err
 	}
 	// Packs the index lists that the backend no longer has: forget them (after
@@ -473,17 +468,12 @@ func (s *Store) remotePhysicalBytes(ctx context.Context) (int64, error) {
 // It runs under the exclusive lock, after a refresh: every pack a live writer
 // indexed is listed by then.
 func (s *Store) sweepRemoteUnindexed(ctx context.Context, cutoff time.Time, dryRun bool, res *GCResult) error {
-	indexed := map[ID]bool{}
-	if err := s.idx.view(func(tx *bolt.Tx) error {
-		return forEachPack(tx, func(id ID, _ packRecord) error {
-			indexed[id] = true
-			return nil
-		})
-	}); err != nil {
+	indexed, err := s.indexedPacks()
+	if err != nil {
 		return err
 	}
 	var orphans []backend.ObjectInfo
-	err := s.remote.be.List(ctx, remotePacksDir, func(oi backend.ObjectInfo) error {
+	err = s.remote.be.List(ctx, remotePacksDir, func(oi backend.ObjectInfo) error {
 		id, ok := parseRemotePackName(oi.Name)
 		if !ok || indexed[id] {
 			return nil
