@@ -45,6 +45,48 @@ func (d *Device) downloadF64(bufs []*pjrt.Buffer, n int) ([]float64, error) {
 	return out, nil
 }
 
+// matrixArg is one input of a device program: a matrix uploaded as its
+// bits or as float32 (see uploadMatrix).
+type matrixArg struct {
+	m    linalg.Matrix
+	bits bool
+}
+
+// uploadMatrices uploads the inputs in order; on an error it frees those
+// already uploaded.
+func (d *Device) uploadMatrices(in ...matrixArg) ([]*pjrt.Buffer, error) {
+	bufs := make([]*pjrt.Buffer, 0, len(in))
+	for _, a := range in {
+		b, err := d.uploadMatrix(a.m, a.bits)
+		if err != nil {
+			destroy(bufs...)
+			return nil, err
+		}
+		bufs = append(bufs, b)
+	}
+	return bufs, nil
+}
+
+// reduceF64 uploads the inputs, runs the program cached under key (built
+// by build the first time) and downloads its n float64 scalar outputs.
+func (d *Device) reduceF64(key string, build func() ([]byte, error), n int, in ...matrixArg) ([]float64, error) {
+	bufs, err := d.uploadMatrices(in...)
+	if err != nil {
+		return nil, err
+	}
+	defer destroy(bufs...)
+	e, err := d.exe(key, build)
+	if err != nil {
+		return nil, err
+	}
+	outs, err := d.run(e, bufs...)
+	defer destroy(outs...)
+	if err != nil {
+		return nil, err
+	}
+	return d.downloadF64(outs, n)
+}
+
 // FrobeniusNorm returns ‖a‖_F = sqrt(Σ a_ij²), the squares of the exact
 // float64 values summed in float64 on the device: within
 // NormTolerance(len) (relative) of linalg.FrobeniusNorm, whose order of
@@ -53,21 +95,8 @@ func (d *Device) FrobeniusNorm(a linalg.Matrix) (float64, error) {
 	if err := checkMatrix(a); err != nil {
 		return 0, err
 	}
-	x, err := d.uploadMatrix(a, true)
-	if err != nil {
-		return 0, err
-	}
-	defer destroy(x)
-	e, err := d.exe(fmt.Sprintf("norm/%dx%d", a.Rows, a.Cols), func() ([]byte, error) { return progSumSquares(a.Rows, a.Cols) })
-	if err != nil {
-		return 0, err
-	}
-	outs, err := d.run(e, x)
-	defer destroy(outs...)
-	if err != nil {
-		return 0, err
-	}
-	s, err := d.downloadF64(outs, 1)
+	s, err := d.reduceF64(fmt.Sprintf("norm/%dx%d", a.Rows, a.Cols), func() ([]byte, error) { return progSumSquares(a.Rows, a.Cols) }, 1,
+		matrixArg{a, true})
 	if err != nil {
 		return 0, err
 	}
@@ -85,30 +114,26 @@ func (d *Device) Cosine(x, y linalg.Matrix) (float64, error) {
 	if err := checkMatrix(y); err != nil || x.Rows != y.Rows || x.Cols != y.Cols {
 		return 0, unsupportedf("cosine of %d×%d and %d×%d", x.Rows, x.Cols, y.Rows, y.Cols)
 	}
-	xb, err := d.uploadMatrix(x, true)
-	if err != nil {
-		return 0, err
-	}
-	defer destroy(xb)
-	yb, err := d.uploadMatrix(y, true)
-	if err != nil {
-		return 0, err
-	}
-	defer destroy(yb)
-	e, err := d.exe(fmt.Sprintf("cosine/%dx%d", x.Rows, x.Cols), func() ([]byte, error) { return progDotNorms(x.Rows, x.Cols, 0) })
-	if err != nil {
-		return 0, err
-	}
-	outs, err := d.run(e, xb, yb)
-	defer destroy(outs...)
-	if err != nil {
-		return 0, err
-	}
-	s, err := d.downloadF64(outs, 3)
+	s, err := d.reduceF64(fmt.Sprintf("cosine/%dx%d", x.Rows, x.Cols), func() ([]byte, error) { return progDotNorms(x.Rows, x.Cols, 0) }, 3,
+		matrixArg{x, true}, matrixArg{y, true})
 	if err != nil {
 		return 0, err
 	}
 	return cosineOf(s[0], s[1], s[2]), nil
+}
+
+// checkLowRank checks x (m×n), b (m×r) and a (r×n) of a low-rank
+// reduction; what names it in the error.
+func checkLowRank(what string, x, b, a linalg.Matrix) error {
+	for _, m := range []linalg.Matrix{x, b, a} {
+		if err := checkMatrix(m); err != nil {
+			return err
+		}
+	}
+	if b.Rows != x.Rows || a.Cols != x.Cols || b.Cols != a.Rows {
+		return unsupportedf("%s of %d×%d and %d×%d · %d×%d", what, x.Rows, x.Cols, b.Rows, b.Cols, a.Rows, a.Cols)
+	}
+	return nil
 }
 
 // CosineLowRank returns the cosine between x (m×n) and the product b·a
@@ -116,39 +141,11 @@ func (d *Device) Cosine(x, y linalg.Matrix) (float64, error) {
 // linalg.Cosine(x, linalg.Mul(b, a)) computes, within
 // CosineLowRankTolerance (the float32 products round differently).
 func (d *Device) CosineLowRank(x, b, a linalg.Matrix) (float64, error) {
-	for _, m := range []linalg.Matrix{x, b, a} {
-		if err := checkMatrix(m); err != nil {
-			return 0, err
-		}
-	}
-	if b.Rows != x.Rows || a.Cols != x.Cols || b.Cols != a.Rows {
-		return 0, unsupportedf("cosine of %d×%d and %d×%d · %d×%d", x.Rows, x.Cols, b.Rows, b.Cols, a.Rows, a.Cols)
-	}
-	xb, err := d.uploadMatrix(x, true)
-	if err != nil {
+	if err := checkLowRank("cosine", x, b, a); err != nil {
 		return 0, err
 	}
-	defer destroy(xb)
-	bb, err := d.uploadMatrix(b, false)
-	if err != nil {
-		return 0, err
-	}
-	defer destroy(bb)
-	ab, err := d.uploadMatrix(a, false)
-	if err != nil {
-		return 0, err
-	}
-	defer destroy(ab)
-	e, err := d.exe(fmt.Sprintf("cosine_lowrank/%dx%d/%d", x.Rows, x.Cols, b.Cols), func() ([]byte, error) { return progDotNorms(x.Rows, x.Cols, b.Cols) })
-	if err != nil {
-		return 0, err
-	}
-	outs, err := d.run(e, xb, bb, ab)
-	defer destroy(outs...)
-	if err != nil {
-		return 0, err
-	}
-	s, err := d.downloadF64(outs, 3)
+	s, err := d.reduceF64(fmt.Sprintf("cosine_lowrank/%dx%d/%d", x.Rows, x.Cols, b.Cols), func() ([]byte, error) { return progDotNorms(x.Rows, x.Cols, b.Cols) }, 3,
+		matrixArg{x, true}, matrixArg{b, false}, matrixArg{a, false})
 	if err != nil {
 		return 0, err
 	}
@@ -162,39 +159,11 @@ func (d *Device) CosineLowRank(x, b, a linalg.Matrix) (float64, error) {
 // differently). It is the error check of a LoRA extraction, without the
 // product leaving the device.
 func (d *Device) LowRankError(x, b, a linalg.Matrix) (residual, norm float64, err error) {
-	for _, m := range []linalg.Matrix{x, b, a} {
-		if err := checkMatrix(m); err != nil {
-			return 0, 0, err
-		}
-	}
-	if b.Rows != x.Rows || a.Cols != x.Cols || b.Cols != a.Rows {
-		return 0, 0, unsupportedf("residual of %d×%d and %d×%d · %d×%d", x.Rows, x.Cols, b.Rows, b.Cols, a.Rows, a.Cols)
-	}
-	xb, err := d.uploadMatrix(x, true)
-	if err != nil {
+	if err := checkLowRank("residual", x, b, a); err != nil {
 		return 0, 0, err
 	}
-	defer destroy(xb)
-	bb, err := d.uploadMatrix(b, false)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer destroy(bb)
-	ab, err := d.uploadMatrix(a, false)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer destroy(ab)
-	e, err := d.exe(fmt.Sprintf("lowrank_error/%dx%d/%d", x.Rows, x.Cols, b.Cols), func() ([]byte, error) { return progResidual(x.Rows, x.Cols, b.Cols) })
-	if err != nil {
-		return 0, 0, err
-	}
-	outs, err := d.run(e, xb, bb, ab)
-	defer destroy(outs...)
-	if err != nil {
-		return 0, 0, err
-	}
-	s, err := d.downloadF64(outs, 2)
+	s, err := d.reduceF64(fmt.Sprintf("lowrank_error/%dx%d/%d", x.Rows, x.Cols, b.Cols), func() ([]byte, error) { return progResidual(x.Rows, x.Cols, b.Cols) }, 2,
+		matrixArg{x, true}, matrixArg{b, false}, matrixArg{a, false})
 	if err != nil {
 		return 0, 0, err
 	}
@@ -215,21 +184,11 @@ func (d *Device) Merge(dst, w, b, a linalg.Matrix, scale float32) error {
 	if b.Rows != m || a.Cols != n || a.Rows != r || dst.Rows != m || dst.Cols != n {
 		return unsupportedf("merge of w %d×%d, b %d×%d, a %d×%d into %d×%d", m, n, b.Rows, b.Cols, a.Rows, a.Cols, dst.Rows, dst.Cols)
 	}
-	wb, err := d.uploadMatrix(w, false)
+	bufs, err := d.uploadMatrices(matrixArg{w, false}, matrixArg{b, false}, matrixArg{a, false})
 	if err != nil {
 		return err
 	}
-	defer destroy(wb)
-	bb, err := d.uploadMatrix(b, false)
-	if err != nil {
-		return err
-	}
-	defer destroy(bb)
-	ab, err := d.uploadMatrix(a, false)
-	if err != nil {
-		return err
-	}
-	defer destroy(ab)
+	defer destroy(bufs...)
 	sb, err := d.uploadSmall(f32bytes([]float32{scale}), dtypes.Float32)
 	if err != nil {
 		return err
@@ -239,7 +198,7 @@ func (d *Device) Merge(dst, w, b, a linalg.Matrix, scale float32) error {
 	if err != nil {
 		return err
 	}
-	out, err := d.run1(e, wb, bb, ab, sb)
+	out, err := d.run1(e, append(bufs, sb)...)
 	if err != nil {
 		return err
 	}
