@@ -323,10 +323,17 @@ func (d *Device) MeasureDequantFP8(mod quant.Module, tensors map[quant.Role][]by
 		return nil, err
 	}
 	defer destroy(codes, scale)
+	return timeRuns(reps, func() (*pjrt.Buffer, error) { return d.dequantResident(p, codes, scale, kernel) })
+}
+
+// timeRuns returns the wall times of reps calls of run after one untimed
+// warm-up call (which compiles and loads what the first run needs), freeing
+// each call's output.
+func timeRuns(reps int, run func() (*pjrt.Buffer, error)) ([]time.Duration, error) {
 	var times []time.Duration
 	for i := -1; i < reps; i++ {
 		start := time.Now()
-		out, err := d.dequantResident(p, codes, scale, kernel)
+		out, err := run()
 		if err != nil {
 			return nil, err
 		}
@@ -352,19 +359,7 @@ func (d *Device) MeasureCopy(rows, reps int) ([]time.Duration, error) {
 		return nil, err
 	}
 	defer destroy(x)
-	var times []time.Duration
-	for i := -1; i < reps; i++ {
-		start := time.Now()
-		out, err := d.run1(e, x)
-		if err != nil {
-			return nil, err
-		}
-		if i >= 0 {
-			times = append(times, time.Since(start))
-		}
-		destroy(out)
-	}
-	return times, nil
+	return timeRuns(reps, func() (*pjrt.Buffer, error) { return d.run1(e, x) })
 }
 
 // DequantizeBatch dequantizes several FP8 block modules with one device
@@ -497,17 +492,5 @@ func (d *Device) MeasureLaunch(reps int) ([]time.Duration, error) {
 		return nil, err
 	}
 	defer destroy(x)
-	var times []time.Duration
-	for i := -1; i < reps; i++ {
-		start := time.Now()
-		out, err := d.run1(e, x)
-		if err != nil {
-			return nil, err
-		}
-		if i >= 0 {
-			times = append(times, time.Since(start))
-		}
-		destroy(out)
-	}
-	return times, nil
+	return timeRuns(reps, func() (*pjrt.Buffer, error) { return d.run1(e, x) })
 }

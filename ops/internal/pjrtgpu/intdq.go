@@ -271,17 +271,5 @@ func (d *Device) MeasureDequant(mod quant.Module, tensors map[quant.Role][]byte,
 	if err != nil {
 		return nil, err
 	}
-	var times []time.Duration
-	for i := -1; i < reps; i++ {
-		start := time.Now()
-		out, err := d.intResident(p, bufs)
-		if err != nil {
-			return nil, err
-		}
-		if i >= 0 {
-			times = append(times, time.Since(start))
-		}
-		destroy(out)
-	}
-	return times, nil
+	return timeRuns(reps, func() (*pjrt.Buffer, error) { return d.intResident(p, bufs) })
 }
