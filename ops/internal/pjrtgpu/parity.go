@@ -219,30 +219,41 @@ type QuantizeCase struct {
 	Data   []byte
 }
 
+// quantizeCases collects QuantizeCases of one weight tensor name.
+type quantizeCases struct {
+	rng    *rand.Rand
+	tensor string
+	cases  []QuantizeCase
+}
+
+// add adds the case of vals (out×in) stored as wd and quantized with qs.
+func (qc *quantizeCases) add(name string, qs quant.QuantizeScheme, wd safetensors.DType, out, in int, vals []float32) {
+	data := scaleBytes(vals, wd)
+	qc.cases = append(qc.cases, QuantizeCase{
+		Name:   fmt.Sprintf("%s: %s %dx%d, %s", name, wd, out, in, qs),
+		Scheme: qs,
+		Weight: safetensors.TensorInfo{Name: qc.tensor, DType: wd, Shape: []uint64{uint64(out), uint64(in)}, End: uint64(len(data))},
+		Data:   data,
+	})
+}
+
+// normal returns n values drawn from N(0, sigma²).
+func (qc *quantizeCases) normal(n int, sigma float64) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(qc.rng.NormFloat64() * sigma)
+	}
+	return v
+}
+
 // QuantizeCases returns the quantization cases: BF16, F16 and F32 weights
 // with partial edge blocks, every scale dtype, compressed-tensors and native
 // format, zero blocks, values saturating at ±448 after the scale rounds
 // down, denormal scales, and weights the CPU refuses (NaN, ±Inf, scales
 // that overflow the weight dtype).
 func QuantizeCases(seed uint64) []QuantizeCase {
-	rng := rand.New(rand.NewPCG(seed, 2))
-	var cases []QuantizeCase
-	add := func(name string, qs quant.QuantizeScheme, wd safetensors.DType, out, in int, vals []float32) {
-		data := scaleBytes(vals, wd)
-		cases = append(cases, QuantizeCase{
-			Name:   fmt.Sprintf("%s: %s %dx%d, %s", name, wd, out, in, qs),
-			Scheme: qs,
-			Weight: safetensors.TensorInfo{Name: "model.layers.3.self_attn.o_proj.weight", DType: wd, Shape: []uint64{uint64(out), uint64(in)}, End: uint64(len(data))},
-			Data:   data,
-		})
-	}
-	normal := func(n int, sigma float64) []float32 {
-		v := make([]float32, n)
-		for i := range v {
-			v[i] = float32(rng.NormFloat64() * sigma)
-		}
-		return v
-	}
+	qc := &quantizeCases{rng: rand.New(rand.NewPCG(seed, 2)), tensor: "model.layers.3.self_attn.o_proj.weight"}
+	add, normal := qc.add, qc.normal
 	ct := quant.QuantizeScheme{Name: quant.QuantFP8Block}
 	native := quant.QuantizeScheme{Name: quant.QuantFP8Block, Format: quant.OutputFP8}
 	withScale := func(qs quant.QuantizeScheme, sd safetensors.DType) quant.QuantizeScheme {
@@ -283,7 +294,7 @@ func QuantizeCases(seed uint64) []QuantizeCase {
 	big := normal(128*128, 1)
 	big[3] = 65504
 	add("scale overflow (refused)", withScale(ct, safetensors.F16), safetensors.F16, 128, 128, big)
-	return cases
+	return qc.cases
 }
 
 // IntQuantizeCases returns the int8 and w4a16 quantization cases: BF16,
@@ -296,24 +307,8 @@ func QuantizeCases(seed uint64) []QuantizeCase {
 // refuses (NaN, ±Inf, a scale overflowing its dtype, values near the
 // weight dtype's largest number, a group not dividing in).
 func IntQuantizeCases(seed uint64) []QuantizeCase {
-	rng := rand.New(rand.NewPCG(seed, 6))
-	var cases []QuantizeCase
-	add := func(name string, qs quant.QuantizeScheme, wd safetensors.DType, out, in int, vals []float32) {
-		data := scaleBytes(vals, wd)
-		cases = append(cases, QuantizeCase{
-			Name:   fmt.Sprintf("%s: %s %dx%d, %s", name, wd, out, in, qs),
-			Scheme: qs,
-			Weight: safetensors.TensorInfo{Name: "model.layers.1.mlp.gate_proj.weight", DType: wd, Shape: []uint64{uint64(out), uint64(in)}, End: uint64(len(data))},
-			Data:   data,
-		})
-	}
-	normal := func(n int, sigma float64) []float32 {
-		v := make([]float32, n)
-		for i := range v {
-			v[i] = float32(rng.NormFloat64() * sigma)
-		}
-		return v
-	}
+	qc := &quantizeCases{rng: rand.New(rand.NewPCG(seed, 6)), tensor: "model.layers.1.mlp.gate_proj.weight"}
+	add, normal := qc.add, qc.normal
 	int8s := quant.QuantizeScheme{Name: quant.QuantInt8}
 	w4 := quant.QuantizeScheme{Name: quant.QuantW4A16}
 	w4a := quant.QuantizeScheme{Name: quant.QuantW4A16, Asymmetric: true}
@@ -376,7 +371,7 @@ func IntQuantizeCases(seed uint64) []QuantizeCase {
 	huge[9] = 3e38
 	add("scale overflows BF16 (refused)", with(int8s, 0, safetensors.F16), safetensors.F32, 64, 128, huge)
 	add("group does not divide in (refused)", w4, safetensors.BF16, 16, 200, normal(16*200, 0.02))
-	return cases
+	return qc.cases
 }
 
 // IntQuantizeRefused is the number of IntQuantizeCases the CPU refuses.
