@@ -46,7 +46,30 @@ func (p *workers) run(f func(w int)) {
 	}
 }
 
+// workersFor returns the workers of a reduction of size l: up to 8, or
+// nil when l is too small to split (or there is one core).
+func workersFor(l int) *workers {
+	if nw := min(runtime.GOMAXPROCS(0), 8); nw > 1 && l > parallelFrom {
+		return newWorkers(nw)
+	}
+	return nil
+}
+
+// split runs f(lo, hi) over [0, n): on the workers, each a span, when
+// there are workers and n is worth splitting, else in one call.
+func (p *workers) split(n int, f func(lo, hi int)) {
+	if p == nil || n < parallelFrom {
+		f(0, n)
+		return
+	}
+	p.run(func(w int) { lo, hi := span(w, p.n, n); f(lo, hi) })
+}
+
+// close stops the workers; p may be nil.
 func (p *workers) close() {
+	if p == nil {
+		return
+	}
 	for _, c := range p.jobs {
 		close(c)
 	}
@@ -72,12 +95,8 @@ func tridiagonalize(a []float64, l int) (d, e, tau []float64) {
 	if l == 0 {
 		return
 	}
-	nw := min(runtime.GOMAXPROCS(0), 8)
-	var pool *workers
-	if nw > 1 && l > parallelFrom {
-		pool = newWorkers(nw)
-		defer pool.close()
-	}
+	pool := workersFor(l)
+	defer pool.close()
 	v := make([]float64, l)
 	p := make([]float64, l)
 	for j := 0; j < l-2; j++ {
@@ -111,11 +130,7 @@ func tridiagonalize(a []float64, l int) (d, e, tau []float64) {
 				ps[r] = t * dot(row, vs)
 			}
 		}
-		if pool != nil && n >= parallelFrom {
-			pool.run(func(w int) { lo, hi := span(w, nw, n); symv(lo, hi) })
-		} else {
-			symv(0, n)
-		}
+		pool.split(n, symv)
 		k := -0.5 * t * dot(ps, vs)
 		for i := range ps {
 			ps[i] += k * vs[i]
@@ -129,11 +144,7 @@ func tridiagonalize(a []float64, l int) (d, e, tau []float64) {
 				}
 			}
 		}
-		if pool != nil && n >= parallelFrom {
-			pool.run(func(w int) { lo, hi := span(w, nw, n); update(lo, hi) })
-		} else {
-			update(0, n)
-		}
+		pool.split(n, update)
 		for i := 1; i < n; i++ {
 			a[(j+1+i)*l+j] = vs[i]
 		}
@@ -154,12 +165,8 @@ func householderQ(a, tau []float64, l int) []float64 {
 	for i := range l {
 		q[i*l+i] = 1
 	}
-	nw := min(runtime.GOMAXPROCS(0), 8)
-	var pool *workers
-	if nw > 1 && l > parallelFrom {
-		pool = newWorkers(nw)
-		defer pool.close()
-	}
+	pool := workersFor(l)
+	defer pool.close()
 	v := make([]float64, l)
 	for j := l - 3; j >= 0; j-- {
 		t := tau[j]
@@ -197,11 +204,7 @@ func householderQ(a, tau []float64, l int) []float64 {
 				}
 			}
 		}
-		if pool != nil && n >= parallelFrom {
-			pool.run(func(w int) { lo, hi := span(w, nw, n); apply(lo, hi) })
-		} else {
-			apply(0, n)
-		}
+		pool.split(n, apply)
 	}
 	return q
 }
