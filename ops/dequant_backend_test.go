@@ -3,13 +3,11 @@ package ops_test
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 
 	"github.com/heft-dev/heft/codec/quant"
 	"github.com/heft-dev/heft/codec/safetensors"
-	"github.com/heft-dev/heft/internal/modelgen"
 	"github.com/heft-dev/heft/ops"
 	"github.com/heft-dev/heft/store"
 )
@@ -41,15 +39,7 @@ func (d *deviceStandIn) Dequantize(ctx context.Context, dst []byte, mod quant.Mo
 // and refuses — recording nothing — when the backend disagrees with the CPU.
 func TestDequantOnBackend(t *testing.T) {
 	s, m := testStore(t)
-	root := t.TempDir()
-	bf16, fp8 := filepath.Join(root, "bf16"), filepath.Join(root, "fp8")
-	if err := modelgen.WriteBase(bf16, modelgen.Tiny(), modelgen.Options{Shards: 2}); err != nil {
-		t.Fatal(err)
-	}
-	if err := modelgen.WriteFP8BlockWith(bf16, fp8, modelgen.FP8BlockOptions{ScaleDType: safetensors.BF16}); err != nil {
-		t.Fatal(err)
-	}
-	importDir(t, s, fp8, "org/fp8")
+	importFP8Block(t, s)
 	cpu, err := ops.Dequant(ctx, m, ops.DequantOptions{Source: "org/fp8", Name: "org/bridge-cpu"})
 	if err != nil {
 		t.Fatal(err)

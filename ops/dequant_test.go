@@ -14,13 +14,13 @@ import (
 	"github.com/heft-dev/heft/store"
 )
 
-// TestDequantFP8Block dequantizes a compressed-tensors FP8 block model and checks
-// the bridge against an independent dequantization of the exported files, its
-// config, and its cost (recipes).
-func TestDequantFP8Block(t *testing.T) {
-	s, m := testStore(t)
+// importFP8Block writes the tiny model in BF16 and as compressed-tensors
+// FP8 block (BF16 scales) and imports the latter as org/fp8; it returns
+// both directories.
+func importFP8Block(t *testing.T, s *store.Store) (bf16, fp8 string) {
+	t.Helper()
 	root := t.TempDir()
-	bf16, fp8 := filepath.Join(root, "bf16"), filepath.Join(root, "fp8")
+	bf16, fp8 = filepath.Join(root, "bf16"), filepath.Join(root, "fp8")
 	if err := modelgen.WriteBase(bf16, modelgen.Tiny(), modelgen.Options{Shards: 2}); err != nil {
 		t.Fatal(err)
 	}
@@ -28,6 +28,15 @@ func TestDequantFP8Block(t *testing.T) {
 		t.Fatal(err)
 	}
 	importDir(t, s, fp8, "org/fp8")
+	return bf16, fp8
+}
+
+// TestDequantFP8Block dequantizes a compressed-tensors FP8 block model and checks
+// the bridge against an independent dequantization of the exported files, its
+// config, and its cost (recipes).
+func TestDequantFP8Block(t *testing.T) {
+	s, m := testStore(t)
+	bf16, fp8 := importFP8Block(t, s)
 	before, _ := s.Stats(nil)
 	res, err := ops.Dequant(ctx, m, ops.DequantOptions{Source: "org/fp8", Name: "org/bridge"})
 	if err != nil {

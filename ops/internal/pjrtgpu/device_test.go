@@ -147,14 +147,14 @@ func TestDequantKernels(t *testing.T) {
 	t.Logf("choices: %v", d.DequantChoices())
 }
 
-// TestDequantizeBatch: one program for several modules gives each its own
-// bytes.
-func TestDequantizeBatch(t *testing.T) {
-	d := testDevice(t)
-	cases := DequantCases(2)
+// checkDequantBatch dequantizes cases with one DequantizeBatch and checks
+// each item against the CPU's bytes, reporting under label; it returns the
+// items.
+func checkDequantBatch(t *testing.T, d *Device, cases []DequantCase, label string) []DequantItem {
+	t.Helper()
 	var items []DequantItem
 	var want [][]byte
-	for _, c := range cases[:8] {
+	for _, c := range cases {
 		n := c.Module.Out * c.Module.In * c.DType.BitSize() / 8
 		w := make([]byte, n)
 		if err := quant.DequantizeInto(w, c.Module, c.Tensors, c.DType); err != nil {
@@ -168,12 +168,21 @@ func TestDequantizeBatch(t *testing.T) {
 	}
 	for i, it := range items {
 		if bad, first := compareDequant(cases[i], it.Dst, want[i]); bad > 0 {
-			t.Errorf("%s: %d elements differ; first %s", cases[i].Name, bad, first)
-			parityResult(t, "batch: "+cases[i].Name, "DIFFERS %d elements; first %s", bad, first)
+			t.Errorf("%s %s: %d elements differ; first %s", label, cases[i].Name, bad, first)
+			parityResult(t, label+": "+cases[i].Name, "DIFFERS %d elements; first %s", bad, first)
 		} else {
-			parityResult(t, "batch: "+cases[i].Name, "identical")
+			parityResult(t, label+": "+cases[i].Name, "identical")
 		}
 	}
+	return items
+}
+
+// TestDequantizeBatch: one program for several modules gives each its own
+// bytes.
+func TestDequantizeBatch(t *testing.T) {
+	d := testDevice(t)
+	cases := DequantCases(2)
+	items := checkDequantBatch(t, d, cases[:8], "batch")
 	bad := items[0]
 	bad.Dst = bad.Dst[1:]
 	if err := d.DequantizeBatch([]DequantItem{items[1], bad}); !errors.Is(err, ErrUnsupported) {
@@ -330,28 +339,7 @@ func TestDequantPack(t *testing.T) {
 			parityResult(t, "auto packed: "+c.Name, "identical")
 		}
 	}
-	var items []DequantItem
-	var want [][]byte
-	for _, c := range cases[:8] {
-		n := c.Module.Out * c.Module.In * c.DType.BitSize() / 8
-		w := make([]byte, n)
-		if err := quant.DequantizeInto(w, c.Module, c.Tensors, c.DType); err != nil {
-			t.Fatal(err)
-		}
-		want = append(want, w)
-		items = append(items, DequantItem{Dst: make([]byte, n), Module: c.Module, Tensors: c.Tensors, DType: c.DType})
-	}
-	if err := d.DequantizeBatch(items); err != nil {
-		t.Fatal(err)
-	}
-	for i, it := range items {
-		if bad, first := compareDequant(cases[i], it.Dst, want[i]); bad > 0 {
-			t.Errorf("batch %s: %d elements differ; first %s", cases[i].Name, bad, first)
-			parityResult(t, "batch packed: "+cases[i].Name, "DIFFERS %d elements; first %s", bad, first)
-		} else {
-			parityResult(t, "batch packed: "+cases[i].Name, "identical")
-		}
-	}
+	checkDequantBatch(t, d, cases[:8], "batch packed")
 }
 
 // TestQuantizeIntParity: int8 and w4a16 quantization on the device, byte
