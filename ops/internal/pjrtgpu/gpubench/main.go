@@ -1062,6 +1062,33 @@ func runDequant(dev *pjrtgpu.Device, rep *report) *dequantReport {
 		b := float64(rows * 1024 * 4 * 2)
 		return b / t / 1e9, b / max(t-launch, 1e-9) / 1e9, nil
 	}
+	// rates sets b's times and rates from the median of times (b's
+	// BytesPerCall moved per call; cg and cgNet the copy's GB/s, 0 if unknown).
+	rates := func(b *dequantBench, times []time.Duration, cg, cgNet float64) {
+		med := median(times).Seconds()
+		b.DeviceUS, b.NetUS = med*1e6, max(med-launch, 0)*1e6
+		b.GBs = float64(b.BytesPerCall) / med / 1e9
+		if cg > 0 {
+			b.Ratio = b.GBs / cg
+			b.NetRatio = float64(b.BytesPerCall) / max(med-launch, 1e-9) / 1e9 / cgNet
+		}
+	}
+	// endToEnd times one dequantization of the module to BF16 with its
+	// transfers on the device (after a warm-up) and one on the CPU.
+	endToEnd := func(b *dequantBench, mod quant.Module, tensors map[quant.Role][]byte) {
+		dst := make([]byte, 2*mod.Out*mod.In)
+		if err := dev.Dequantize(dst, mod, tensors, safetensors.BF16); err == nil { // warm
+			t0 := time.Now()
+			if err := dev.Dequantize(dst, mod, tensors, safetensors.BF16); err == nil {
+				b.EndToEndMS = time.Since(t0).Seconds() * 1e3
+			}
+		}
+		t0 := time.Now()
+		if err := quant.DequantizeInto(dst, mod, tensors, safetensors.BF16); err == nil {
+			b.CPUMS = time.Since(t0).Seconds() * 1e3
+			b.CPUThreads = runtime.GOMAXPROCS(0)
+		}
+	}
 	for _, shape := range dequantShapes {
 		out, in := shape[0], shape[1]
 		mod, tensors := fp8BlockModule("m", out, in, rng)
@@ -1092,27 +1119,9 @@ func runDequant(dev *pjrtgpu.Device, rep *report) *dequantReport {
 				dr.Shapes = append(dr.Shapes, b)
 				continue
 			}
-			med := median(times).Seconds()
-			b.DeviceUS = med * 1e6
-			b.NetUS = max(med-launch, 0) * 1e6
-			b.GBs = float64(bytesPerCall) / med / 1e9
-			if cg > 0 {
-				b.Ratio = b.GBs / cg
-				b.NetRatio = float64(bytesPerCall) / max(med-launch, 1e-9) / 1e9 / cgNet
-			}
+			rates(&b, times, cg, cgNet)
 			if k == "" {
-				dst := make([]byte, 2*out*in)
-				if err := dev.Dequantize(dst, mod, tensors, safetensors.BF16); err == nil { // warm
-					t0 := time.Now()
-					if err := dev.Dequantize(dst, mod, tensors, safetensors.BF16); err == nil {
-						b.EndToEndMS = time.Since(t0).Seconds() * 1e3
-					}
-				}
-				t0 := time.Now()
-				if err := quant.DequantizeInto(dst, mod, tensors, safetensors.BF16); err == nil {
-					b.CPUMS = time.Since(t0).Seconds() * 1e3
-					b.CPUThreads = runtime.GOMAXPROCS(0)
-				}
+				endToEnd(&b, mod, tensors)
 			}
 			dr.Shapes = append(dr.Shapes, b)
 		}
@@ -1147,25 +1156,8 @@ func runDequant(dev *pjrtgpu.Device, rep *report) *dequantReport {
 				dr.Shapes = append(dr.Shapes, b)
 				continue
 			}
-			med := median(times).Seconds()
-			b.DeviceUS, b.NetUS = med*1e6, max(med-launch, 0)*1e6
-			b.GBs = float64(bytesPerCall) / med / 1e9
-			if cg > 0 {
-				b.Ratio = b.GBs / cg
-				b.NetRatio = float64(bytesPerCall) / max(med-launch, 1e-9) / 1e9 / cgNet
-			}
-			dst := make([]byte, 2*out*in)
-			if err := dev.Dequantize(dst, mod, tensors, safetensors.BF16); err == nil { // warm
-				t0 := time.Now()
-				if err := dev.Dequantize(dst, mod, tensors, safetensors.BF16); err == nil {
-					b.EndToEndMS = time.Since(t0).Seconds() * 1e3
-				}
-			}
-			t0 := time.Now()
-			if err := quant.DequantizeInto(dst, mod, tensors, safetensors.BF16); err == nil {
-				b.CPUMS = time.Since(t0).Seconds() * 1e3
-				b.CPUThreads = runtime.GOMAXPROCS(0)
-			}
+			rates(&b, times, cg, cgNet)
+			endToEnd(&b, mod, tensors)
 			dr.Shapes = append(dr.Shapes, b)
 		}
 	}
