@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/heft-dev/heft/bench/internal/benchutil"
 	"github.com/heft-dev/heft/codec/safetensors"
 	"github.com/heft-dev/heft/internal/modelgen"
 	"github.com/heft-dev/heft/store"
@@ -37,7 +38,7 @@ func main() {
 	variant := filepath.Join(dir, "variant")
 	check(modelgen.CopyDir(model, variant))
 	changed := perturbEmbeddingTail(filepath.Join(variant, "model.safetensors"), 0.02)
-	logical := dirSize(model)
+	logical := benchutil.DirSize(model)
 
 	fmt.Printf("model %d MiB BF16, variant changes %d bytes of embedding rows\n\n", logical>>20, changed)
 	fmt.Printf("| chunk size | import MB/s | export MB/s | stored/logical | chunks | variant added |\n|---|---|---|---|---|---|\n")
@@ -92,17 +93,6 @@ func perturbEmbeddingTail(path string, share float64) int64 {
 	_, err = f.WriteAt(buf, start)
 	check(err)
 	return int64(len(buf))
-}
-
-func dirSize(dir string) int64 {
-	var n int64
-	filepath.Walk(dir, func(_ string, info os.FileInfo, err error) error {
-		if err == nil && !info.IsDir() {
-			n += info.Size()
-		}
-		return nil
-	})
-	return n
 }
 
 func human(n int64) string {

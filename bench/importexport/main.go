@@ -19,11 +19,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
+	"github.com/heft-dev/heft/bench/internal/benchutil"
 	"github.com/heft-dev/heft/internal/modelgen"
 )
 
@@ -41,7 +40,7 @@ func main() {
 	chunk := flag.String("chunk-size", "", "HEFT_CHUNK_SIZE for the import (default: heft's)")
 	flag.Parse()
 
-	bytes, err := parseSize(*size)
+	bytes, err := benchutil.ParseSize(*size)
 	check(err)
 	dir := *work
 	if dir == "" {
@@ -55,7 +54,7 @@ func main() {
 	cfg := modelgen.Sized(bytes)
 	fmt.Fprintf(os.Stderr, "generating %s model in %s\n", *size, model)
 	check(modelgen.WriteBase(model, cfg, modelgen.Options{Seed: 1, Shards: max(1, int(bytes/(1<<30)))}))
-	total := dirSize(model)
+	total := benchutil.DirSize(model)
 
 	env := os.Environ()
 	if *chunk != "" {
@@ -117,28 +116,6 @@ func check(err error) {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
-}
-
-func parseSize(s string) (int64, error) {
-	mult := int64(1)
-	for suffix, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
-		if strings.HasSuffix(s, suffix) {
-			s, mult = strings.TrimSuffix(s, suffix), m
-		}
-	}
-	f, err := strconv.ParseFloat(s, 64)
-	return int64(f * float64(mult)), err
-}
-
-func dirSize(dir string) int64 {
-	var n int64
-	filepath.Walk(dir, func(_ string, info os.FileInfo, err error) error {
-		if err == nil && !info.IsDir() {
-			n += info.Size()
-		}
-		return nil
-	})
-	return n
 }
 
 func countFiles(dir string) int {

@@ -33,11 +33,11 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/heft-dev/heft/bench/internal/benchutil"
 	"github.com/heft-dev/heft/internal/modelgen"
 	"github.com/heft-dev/heft/store"
 )
@@ -54,7 +54,7 @@ func main() {
 	keep := flag.Bool("keep", false, "keep the work directory")
 	flag.Parse()
 
-	bytes, err := parseSize(*size)
+	bytes, err := benchutil.ParseSize(*size)
 	check(err)
 	dir := *work
 	if dir == "" {
@@ -128,7 +128,7 @@ func main() {
 		os.RemoveAll(model)
 		cfg := modelgen.Sized(bytes)
 		check(modelgen.WriteBase(model, cfg, modelgen.Options{Seed: uint64(100 + r), Shards: max(1, int(bytes/(1<<30)))}))
-		total := dirSize(model)
+		total := benchutil.DirSize(model)
 		// Warm the page cache for the source.
 		check(exec.Command("sh", "-c", "cat "+filepath.Join(model, "*")+" > /dev/null").Run())
 		emptyDir := filepath.Join(dir, fmt.Sprintf("empty-%d", r))
@@ -253,26 +253,4 @@ func check(err error) {
 		fmt.Fprintln(os.Stderr, "indexscale:", err)
 		os.Exit(1)
 	}
-}
-
-func parseSize(s string) (int64, error) {
-	mult := int64(1)
-	for suffix, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
-		if strings.HasSuffix(s, suffix) {
-			s, mult = strings.TrimSuffix(s, suffix), m
-		}
-	}
-	f, err := strconv.ParseFloat(s, 64)
-	return int64(f * float64(mult)), err
-}
-
-func dirSize(dir string) int64 {
-	var n int64
-	filepath.Walk(dir, func(_ string, info os.FileInfo, err error) error {
-		if err == nil && !info.IsDir() {
-			n += info.Size()
-		}
-		return nil
-	})
-	return n
 }

@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heft-dev/heft/bench/internal/benchutil"
 	"github.com/heft-dev/heft/internal/modelgen"
 	"github.com/heft-dev/heft/store"
 	"github.com/heft-dev/heft/store/backend"
@@ -37,7 +38,7 @@ func TestS3ImportExportThroughput(t *testing.T) {
 	}
 	size := int64(1 << 30)
 	if v := os.Getenv("HEFT_BENCH_S3_SIZE"); v != "" {
-		n, err := parseSize(v)
+		n, err := benchutil.ParseSize(v)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -152,19 +153,4 @@ func dirBytes(t *testing.T, dir string) int64 {
 		t.Fatal(err)
 	}
 	return n
-}
-
-func parseSize(s string) (int64, error) {
-	mult := int64(1)
-	for suffix, m := range map[string]int64{"GiB": 1 << 30, "MiB": 1 << 20} {
-		if v, ok := strings.CutSuffix(s, suffix); ok {
-			s, mult = v, m
-			break
-		}
-	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		return 0, fmt.Errorf("size %q: want a number of bytes or NGiB/NMiB", s)
-	}
-	return int64(f * float64(mult)), nil
 }
