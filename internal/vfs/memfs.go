@@ -272,10 +272,14 @@ func split(name string) ([]string, error) {
 	return strings.Split(strings.TrimPrefix(abs, "/"), "/"), nil
 }
 
-// lookupDir returns the directory holding name's last component, and that
-// component ("" for the root).
+// lookupParent returns the directory holding name's last component, and that
+// component (nil and "" for the root). Past the crash point it fails with
+// ErrCrashed, so every path operation, reads included, stops there.
 // +checklocks:m.mu
 func (m *MemFS) lookupParent(name string) (*memNode, string, error) {
+	if err := m.alive(); err != nil {
+		return nil, "", err
+	}
 	parts, err := split(name)
 	if err != nil {
 		return nil, "", err
@@ -313,6 +317,24 @@ func (m *MemFS) lookup(name string) (*memNode, error) {
 	return n, nil
 }
 
+// entry returns the existing entry name, its directory and its name there, for
+// an operation that changes it (the root cannot be changed: EBUSY).
+// +checklocks:m.mu
+func (m *MemFS) entry(name string) (d *memNode, base string, n *memNode, err error) {
+	d, base, err = m.lookupParent(name)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if d == nil {
+		return nil, "", nil, syscall.EBUSY
+	}
+	n, ok := d.children[base]
+	if !ok {
+		return nil, "", nil, fs.ErrNotExist
+	}
+	return d, base, n, nil
+}
+
 func (m *MemFS) Open(name string) (File, error) { return m.OpenFile(name, os.O_RDONLY, 0) }
 
 func (m *MemFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
@@ -327,9 +349,6 @@ func (m *MemFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) 
 
 // +checklocks:m.mu
 func (m *MemFS) openLocked(name string, flag int, perm fs.FileMode) (*memFile, error) {
-	if err := m.alive(); err != nil {
-		return nil, err
-	}
 	d, base, err := m.lookupParent(name)
 	if err != nil {
 		return nil, err
@@ -392,10 +411,7 @@ func (m *MemFS) Rename(oldname, newname string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	err := func() error {
-		if err := m.alive(); err != nil {
-			return err
-		}
-		od, obase, err := m.lookupParent(oldname)
+		od, obase, n, err := m.entry(oldname)
 		if err != nil {
 			return err
 		}
@@ -403,12 +419,8 @@ func (m *MemFS) Rename(oldname, newname string) error {
 		if err != nil {
 			return err
 		}
-		if od == nil || nd == nil {
+		if nd == nil {
 			return syscall.EBUSY
-		}
-		n, ok := od.children[obase]
-		if !ok {
-			return fs.ErrNotExist
 		}
 		if t, ok := nd.children[nbase]; ok && t.dir {
 			return syscall.EEXIST
@@ -433,19 +445,9 @@ func (m *MemFS) Remove(name string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	err := func() error {
-		if err := m.alive(); err != nil {
-			return err
-		}
-		d, base, err := m.lookupParent(name)
+		d, base, n, err := m.entry(name)
 		if err != nil {
 			return err
-		}
-		if d == nil {
-			return syscall.EBUSY
-		}
-		n, ok := d.children[base]
-		if !ok {
-			return fs.ErrNotExist
 		}
 		if n.dir && len(n.children) > 0 {
 			return syscall.ENOTEMPTY
@@ -473,9 +475,6 @@ func (m *MemFS) Mkdir(name string, perm fs.FileMode) error {
 
 // +checklocks:m.mu
 func (m *MemFS) mkdirLocked(name string, perm fs.FileMode) error {
-	if err := m.alive(); err != nil {
-		return err
-	}
 	d, base, err := m.lookupParent(name)
 	if err != nil {
 		return err
@@ -523,9 +522,6 @@ func (m *MemFS) MkdirAll(name string, perm fs.FileMode) error {
 func (m *MemFS) ReadDir(name string) ([]fs.DirEntry, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.alive(); err != nil {
-		return nil, &fs.PathError{Op: "readdir", Path: name, Err: err}
-	}
 	n, err := m.lookup(name)
 	if err != nil {
 		return nil, &fs.PathError{Op: "readdir", Path: name, Err: err}
@@ -544,9 +540,6 @@ func (m *MemFS) ReadDir(name string) ([]fs.DirEntry, error) {
 func (m *MemFS) Stat(name string) (fs.FileInfo, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.alive(); err != nil {
-		return nil, &fs.PathError{Op: "stat", Path: name, Err: err}
-	}
 	n, err := m.lookup(name)
 	if err != nil {
 		return nil, &fs.PathError{Op: "stat", Path: name, Err: err}
@@ -558,9 +551,6 @@ func (m *MemFS) SyncDir(name string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	err := func() error {
-		if err := m.alive(); err != nil {
-			return err
-		}
 		n, err := m.lookup(name)
 		if err != nil {
 			return err
@@ -635,16 +625,25 @@ func (f *memFile) usable() error {
 	return f.fs.alive()
 }
 
+// readable is usable, for a file opened for reading.
+// +checklocks:f.fs.mu
+func (f *memFile) readable() error {
+	if err := f.usable(); err != nil {
+		return err
+	}
+	if !f.read {
+		return syscall.EBADF
+	}
+	return nil
+}
+
 func (f *memFile) Name() string { return f.name }
 
 func (f *memFile) Read(p []byte) (int, error) {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
-	if err := f.usable(); err != nil {
+	if err := f.readable(); err != nil {
 		return 0, &fs.PathError{Op: "read", Path: f.name, Err: err}
-	}
-	if !f.read {
-		return 0, &fs.PathError{Op: "read", Path: f.name, Err: syscall.EBADF}
 	}
 	if f.off >= int64(len(f.node.data)) {
 		return 0, io.EOF
@@ -657,11 +656,8 @@ func (f *memFile) Read(p []byte) (int, error) {
 func (f *memFile) ReadAt(p []byte, off int64) (int, error) {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
-	if err := f.usable(); err != nil {
+	if err := f.readable(); err != nil {
 		return 0, &fs.PathError{Op: "read", Path: f.name, Err: err}
-	}
-	if !f.read {
-		return 0, &fs.PathError{Op: "read", Path: f.name, Err: syscall.EBADF}
 	}
 	if off < 0 {
 		return 0, &fs.PathError{Op: "readat", Path: f.name, Err: errors.New("negative offset")}
