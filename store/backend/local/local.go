@@ -39,7 +39,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -137,27 +136,20 @@ func (b *Backend) lock(ctx context.Context) (unlock func(), err error) {
 	}
 }
 
-type putMode int
-
-const (
-	putAlways putMode = iota
-	putIfAbsent
-	putIfMatch
-)
-
 func (b *Backend) Put(ctx context.Context, name string, r io.ReaderAt, size int64) (backend.ObjectInfo, error) {
-	return b.put(ctx, "put", name, r, size, putAlways, "")
+	return b.put(ctx, name, r, size, objio.PutAlways, "")
 }
 
 func (b *Backend) PutIfAbsent(ctx context.Context, name string, r io.ReaderAt, size int64) (backend.ObjectInfo, error) {
-	return b.put(ctx, "put-if-absent", name, r, size, putIfAbsent, "")
+	return b.put(ctx, name, r, size, objio.PutIfAbsent, "")
 }
 
 func (b *Backend) CompareAndSwap(ctx context.Context, name, version string, r io.ReaderAt, size int64) (backend.ObjectInfo, error) {
-	return b.put(ctx, "compare-and-swap", name, r, size, putIfMatch, version)
+	return b.put(ctx, name, r, size, objio.PutIfMatch, version)
 }
 
-func (b *Backend) put(ctx context.Context, op, name string, r io.ReaderAt, size int64, mode putMode, want string) (info backend.ObjectInfo, err error) {
+func (b *Backend) put(ctx context.Context, name string, r io.ReaderAt, size int64, mode objio.PutMode, want string) (info backend.ObjectInfo, err error) {
+	op := mode.Op()
 	if err := backend.CheckName(name); err != nil {
 		return info, b.fail(op, name, err)
 	}
@@ -232,13 +224,13 @@ func (b *Backend) put(ctx context.Context, op, name string, r io.ReaderAt, size 
 
 // publish renames tmp to path once the mode's condition holds. It runs under the
 // namespace lock.
-func (b *Backend) publish(ctx context.Context, tmp, path string, mode putMode, want string) error {
+func (b *Backend) publish(ctx context.Context, tmp, path string, mode objio.PutMode, want string) error {
 	// The last moment a cancellation can stop the write.
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	switch mode {
-	case putIfAbsent:
+	case objio.PutIfAbsent:
 		st, err := os.Lstat(path)
 		switch {
 		case err == nil && st.Mode().IsRegular():
@@ -250,7 +242,7 @@ func (b *Backend) publish(ctx context.Context, tmp, path string, mode putMode, w
 		case !errors.Is(err, fs.ErrNotExist):
 			return err
 		}
-	case putIfMatch:
+	case objio.PutIfMatch:
 		cur, err := b.currentVersion(path)
 		if err != nil {
 			return err
@@ -338,10 +330,7 @@ func openObject(path string) (*os.File, os.FileInfo, error) {
 }
 
 func (b *Backend) open(ctx context.Context, op, name string) (*os.File, os.FileInfo, error) {
-	if err := backend.CheckName(name); err != nil {
-		return nil, nil, b.fail(op, name, err)
-	}
-	if err := ctx.Err(); err != nil {
+	if err := objio.Start(ctx, name); err != nil {
 		return nil, nil, b.fail(op, name, err)
 	}
 	f, st, err := openObject(b.path(name))
@@ -465,23 +454,14 @@ func (b *Backend) List(ctx context.Context, prefix string, fn func(backend.Objec
 	if err != nil {
 		return b.fail("list", prefix, err)
 	}
-	sort.Slice(infos, func(i, j int) bool { return infos[i].Name < infos[j].Name })
-	for _, info := range infos {
-		if err := ctx.Err(); err != nil {
-			return b.fail("list", prefix, err)
-		}
-		if err := fn(info); err != nil {
-			return b.fail("list", prefix, err)
-		}
+	if err := objio.Deliver(ctx, infos, fn); err != nil {
+		return b.fail("list", prefix, err)
 	}
 	return nil
 }
 
 func (b *Backend) Delete(ctx context.Context, name string) error {
-	if err := backend.CheckName(name); err != nil {
-		return b.fail("delete", name, err)
-	}
-	if err := ctx.Err(); err != nil {
+	if err := objio.Start(ctx, name); err != nil {
 		return b.fail("delete", name, err)
 	}
 	path := b.path(name)

@@ -11,7 +11,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,27 +59,20 @@ func (b *Backend) fail(op, name string, err error) error {
 	return &backend.Error{Op: op, Path: "mem:" + name, Err: err}
 }
 
-type putMode int
-
-const (
-	putAlways putMode = iota
-	putIfAbsent
-	putIfMatch
-)
-
 func (b *Backend) Put(ctx context.Context, name string, r io.ReaderAt, size int64) (backend.ObjectInfo, error) {
-	return b.put(ctx, "put", name, r, size, putAlways, "")
+	return b.put(ctx, name, r, size, objio.PutAlways, "")
 }
 
 func (b *Backend) PutIfAbsent(ctx context.Context, name string, r io.ReaderAt, size int64) (backend.ObjectInfo, error) {
-	return b.put(ctx, "put-if-absent", name, r, size, putIfAbsent, "")
+	return b.put(ctx, name, r, size, objio.PutIfAbsent, "")
 }
 
 func (b *Backend) CompareAndSwap(ctx context.Context, name, version string, r io.ReaderAt, size int64) (backend.ObjectInfo, error) {
-	return b.put(ctx, "compare-and-swap", name, r, size, putIfMatch, version)
+	return b.put(ctx, name, r, size, objio.PutIfMatch, version)
 }
 
-func (b *Backend) put(ctx context.Context, op, name string, r io.ReaderAt, size int64, mode putMode, version string) (backend.ObjectInfo, error) {
+func (b *Backend) put(ctx context.Context, name string, r io.ReaderAt, size int64, mode objio.PutMode, version string) (backend.ObjectInfo, error) {
+	op := mode.Op()
 	if err := backend.CheckName(name); err != nil {
 		return backend.ObjectInfo{}, b.fail(op, name, err)
 	}
@@ -103,11 +95,11 @@ func (b *Backend) put(ctx context.Context, op, name string, r io.ReaderAt, size 
 	}
 	cur, exists := b.objs[name]
 	switch mode {
-	case putIfAbsent:
+	case objio.PutIfAbsent:
 		if exists {
 			return backend.ObjectInfo{}, b.fail(op, name, backend.ErrExists)
 		}
-	case putIfMatch:
+	case objio.PutIfMatch:
 		if !exists {
 			return backend.ObjectInfo{}, b.fail(op, name, fmt.Errorf("%w: %w", backend.ErrPreconditionFailed, backend.ErrNotFound))
 		}
@@ -146,10 +138,7 @@ func (o *object) info(name string) backend.ObjectInfo {
 }
 
 func (b *Backend) lookup(ctx context.Context, op, name string) (*object, error) {
-	if err := backend.CheckName(name); err != nil {
-		return nil, b.fail(op, name, err)
-	}
-	if err := ctx.Err(); err != nil {
+	if err := objio.Start(ctx, name); err != nil {
 		return nil, b.fail(op, name, err)
 	}
 	b.mu.RLock()
@@ -216,23 +205,14 @@ func (b *Backend) List(ctx context.Context, prefix string, fn func(backend.Objec
 		}
 	}
 	b.mu.RUnlock()
-	sort.Slice(infos, func(i, j int) bool { return infos[i].Name < infos[j].Name })
-	for _, info := range infos {
-		if err := ctx.Err(); err != nil {
-			return b.fail("list", prefix, err)
-		}
-		if err := fn(info); err != nil {
-			return b.fail("list", prefix, err)
-		}
+	if err := objio.Deliver(ctx, infos, fn); err != nil {
+		return b.fail("list", prefix, err)
 	}
 	return nil
 }
 
 func (b *Backend) Delete(ctx context.Context, name string) error {
-	if err := backend.CheckName(name); err != nil {
-		return b.fail("delete", name, err)
-	}
-	if err := ctx.Err(); err != nil {
+	if err := objio.Start(ctx, name); err != nil {
 		return b.fail("delete", name, err)
 	}
 	b.mu.Lock()

@@ -260,30 +260,29 @@ func (c Config) resolve(getenv func(string) string) (resolved, error) {
 		profile = getenv("AWS_PROFILE")
 	}
 	var fileCfg map[string]string
-	fromFile := func(key string) string {
-		if fileCfg == nil {
-			fileCfg = readAWSConfig(getenv, profile)
+	// setting returns set if given, else the first of the environment
+	// variables that is set, else the profile's fileKey in the AWS config
+	// file (read only when needed), else def.
+	setting := func(set string, env []string, fileKey, def string) string {
+		for _, e := range env {
+			if set != "" {
+				break
+			}
+			set = getenv(e)
 		}
-		return fileCfg[key]
+		if set == "" {
+			if fileCfg == nil {
+				fileCfg = readAWSConfig(getenv, profile)
+			}
+			set = fileCfg[fileKey]
+		}
+		if set == "" {
+			set = def
+		}
+		return set
 	}
-	if c.Endpoint == "" {
-		c.Endpoint = firstNonEmpty(getenv("AWS_ENDPOINT_URL_S3"), getenv("AWS_ENDPOINT_URL"))
-	}
-	if c.Endpoint == "" {
-		c.Endpoint = fromFile("endpoint_url")
-	}
-	if c.Endpoint == "" {
-		c.Endpoint = "s3.amazonaws.com"
-	}
-	if c.Region == "" {
-		c.Region = firstNonEmpty(getenv("AWS_REGION"), getenv("AWS_DEFAULT_REGION"))
-	}
-	if c.Region == "" {
-		c.Region = fromFile("region")
-	}
-	if c.Region == "" {
-		c.Region = "us-east-1"
-	}
+	c.Endpoint = setting(c.Endpoint, []string{"AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"}, "endpoint_url", "s3.amazonaws.com")
+	c.Region = setting(c.Region, []string{"AWS_REGION", "AWS_DEFAULT_REGION"}, "region", "us-east-1")
 	if c.Profile == "" {
 		c.Profile = profile
 	}
@@ -325,15 +324,6 @@ func (c Config) resolve(getenv func(string) string) (resolved, error) {
 		return resolved{}, fmt.Errorf("endpoint %q has no host", c.Endpoint)
 	}
 	return r, nil
-}
-
-func firstNonEmpty(vals ...string) string {
-	for _, v := range vals {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }
 
 // readAWSConfig returns the key = value pairs of one profile of the AWS config

@@ -1,6 +1,7 @@
-// Package objio holds the small I/O steps every backend implementation shares:
+// Package objio holds the small steps every backend implementation shares:
 // copying a put's source with cancellation, checking a requested range against an
-// object's size, and readers that stop when their context ends.
+// object's size, readers that stop when their context ends, the modes of a
+// conditional write, and delivering a collected listing in order.
 package objio
 
 import (
@@ -8,6 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
+
+	"github.com/heft-dev/heft/store/backend"
 )
 
 // ChunkSize is how much CopyFrom reads from the source per step: between two
@@ -93,4 +98,49 @@ func (r *CtxReader) Close() error {
 		return nil
 	}
 	return r.C.Close()
+}
+
+// PutMode is the condition of a conditional write.
+type PutMode int
+
+const (
+	PutAlways   PutMode = iota // Put
+	PutIfAbsent                // PutIfAbsent: fail with ErrExists if the name is taken
+	PutIfMatch                 // CompareAndSwap: fail unless the version matches
+)
+
+// Op is the mode's operation name, for errors.
+func (m PutMode) Op() string {
+	switch m {
+	case PutIfAbsent:
+		return "put-if-absent"
+	case PutIfMatch:
+		return "compare-and-swap"
+	}
+	return "put"
+}
+
+// Deliver sorts infos by name and passes them to fn in that order, for a
+// backend that collects a List's result before delivering it. It stops at the
+// first error of fn or once ctx is done.
+func Deliver(ctx context.Context, infos []backend.ObjectInfo, fn func(backend.ObjectInfo) error) error {
+	slices.SortFunc(infos, func(a, b backend.ObjectInfo) int { return strings.Compare(a.Name, b.Name) })
+	for _, info := range infos {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(info); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Start checks a call on one object before it does anything: first the name,
+// then ctx.
+func Start(ctx context.Context, name string) error {
+	if err := backend.CheckName(name); err != nil {
+		return err
+	}
+	return ctx.Err()
 }

@@ -354,20 +354,9 @@ func lastBytes(b []byte, n int) string {
 var installMu sync.Mutex
 
 // versityBinary returns the cached versitygw, building it with go install when
-// missing (serialised across processes by a lock file, since several test
-// binaries may start at once).
+// missing (about a minute, once).
 func versityBinary(t testing.TB) (string, error) {
-	root, err := BinDir()
-	if err != nil {
-		return "", err
-	}
-	dir := filepath.Join(root, "versitygw-"+VersityGWVersion)
-	bin := filepath.Join(dir, "versitygw")
-	return bin, ensure(t, root, bin, func() error {
-		if os.Getenv("HEFT_TEST_NO_INSTALL") == "1" {
-			return fmt.Errorf("%s is missing and HEFT_TEST_NO_INSTALL=1", bin)
-		}
-		t.Logf("building versitygw %s into %s with go install (about a minute, once)", VersityGWVersion, dir)
+	return cachedBinary(t, "versitygw", VersityGWVersion, "versitygw", "about a minute", func(dir string) error {
 		return goCmd(dir, 10*time.Minute, "install", "github.com/versity/versitygw/cmd/versitygw@"+VersityGWVersion)
 	})
 }
@@ -376,18 +365,25 @@ func versityBinary(t testing.TB) (string, error) {
 // the copy recipe of docs/object-storage.md §2.2 (about 5 minutes and 4 GB of
 // Go caches on a 2-core machine, once).
 func seaweedBinary(t testing.TB) (string, error) {
+	return cachedBinary(t, "SeaweedFS", SeaweedFSVersion, "weed", "several minutes", buildSeaweedFS)
+}
+
+// cachedBinary returns BinDir()/FILE-VERSION/FILE, running build(dir) to
+// make it when missing (serialised across processes by a lock file, since
+// several test binaries may start at once), unless HEFT_TEST_NO_INSTALL=1.
+func cachedBinary(t testing.TB, what, version, file, takes string, build func(dir string) error) (string, error) {
 	root, err := BinDir()
 	if err != nil {
 		return "", err
 	}
-	dir := filepath.Join(root, "weed-"+SeaweedFSVersion)
-	bin := filepath.Join(dir, "weed")
+	dir := filepath.Join(root, file+"-"+version)
+	bin := filepath.Join(dir, file)
 	return bin, ensure(t, root, bin, func() error {
 		if os.Getenv("HEFT_TEST_NO_INSTALL") == "1" {
 			return fmt.Errorf("%s is missing and HEFT_TEST_NO_INSTALL=1", bin)
 		}
-		t.Logf("building SeaweedFS %s into %s (several minutes, once)", SeaweedFSVersion, dir)
-		return buildSeaweedFS(dir)
+		t.Logf("building %s %s into %s (%s, once)", what, version, dir, takes)
+		return build(dir)
 	})
 }
 
