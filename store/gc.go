@@ -498,7 +498,7 @@ func (s *Store) rewritePack(u *packUsage) (err error) {
 	var buf []byte
 	for _, id := range ids {
 		loc := u.live[id]
-		e := pack.Entry{ID: pack.ID(id), Kind: uint8(loc.Kind), Codec: loc.Codec, Offset: loc.Offset, RawLen: loc.RawLen, StoredLen: loc.StoredLen, CRC: loc.CRC}
+		e := loc.entry(id)
 		stored, err := pack.ReadStoredAt(src, s.packPath(u.id), e, buf)
 		if err != nil {
 			return &IntegrityError{ID: id, Kind: loc.Kind, Pack: s.packPath(u.id), Err: err}

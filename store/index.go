@@ -14,6 +14,7 @@ import (
 	boltErrors "go.etcd.io/bbolt/errors"
 
 	"github.com/heft-dev/heft/internal/failpoint"
+	"github.com/heft-dev/heft/store/internal/pack"
 )
 
 // The index is a bbolt database mapping object IDs to their place in a pack. It is a
@@ -48,6 +49,17 @@ type Location struct {
 }
 
 const locationLen = 32 + 8 + 8 + 8 + 1 + 1 + 4
+
+// entry is the pack entry of the object id stored at l, as the pack readers
+// check it.
+func (l Location) entry(id ID) pack.Entry {
+	return pack.Entry{ID: pack.ID(id), Kind: uint8(l.Kind), Codec: l.Codec, Offset: l.Offset, RawLen: l.RawLen, StoredLen: l.StoredLen, CRC: l.CRC}
+}
+
+// locationOf is the index location of a pack entry of pack packID.
+func locationOf(packID ID, e pack.Entry) Location {
+	return Location{Pack: packID, Offset: e.Offset, StoredLen: e.StoredLen, RawLen: e.RawLen, Kind: Kind(e.Kind), Codec: e.Codec, CRC: e.CRC}
+}
 
 func (l Location) encode() []byte {
 	b := make([]byte, locationLen+4)

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"os"
 	"sort"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -21,9 +20,6 @@ import (
 // defaultPackCacheShare is the default cache budget: this share of the size of
 // the filesystem holding the store's directory.
 const defaultPackCacheShare = 4 // a quarter
-
-// packCacheTrim serializes trims within the process.
-var packCacheTrim sync.Mutex
 
 // packCacheBudget is the byte budget of the pack cache; negative: unlimited.
 func (s *Store) packCacheBudget() int64 {
@@ -48,8 +44,8 @@ func (s *Store) trimPackCache() int64 {
 	if budget < 0 {
 		return 0
 	}
-	packCacheTrim.Lock()
-	defer packCacheTrim.Unlock()
+	s.remote.trimMu.Lock()
+	defer s.remote.trimMu.Unlock()
 	type copyInfo struct {
 		id    ID
 		path  string

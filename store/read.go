@@ -140,7 +140,7 @@ func (s *Store) readLocated(id ID, loc Location, dst []byte) (out []byte, err er
 			out, err = dst, &IntegrityError{ID: id, Kind: loc.Kind, Pack: path, Reason: fmt.Sprintf("pack file changed while mapped: %v", r)}
 		}
 	}()
-	e := pack.Entry{ID: pack.ID(id), Kind: uint8(loc.Kind), Codec: loc.Codec, Offset: loc.Offset, RawLen: loc.RawLen, StoredLen: loc.StoredLen, CRC: loc.CRC}
+	e := loc.entry(id)
 	defer releaseMapped(mapping, loc)
 	stored, err := pack.StoredInMap(mapping.Bytes(), path, e)
 	if err != nil {

@@ -104,7 +104,7 @@ func (s *Store) reflogPath() string { return filepath.Join(s.dir, "logs", "reflo
 // readRefs parses the refs file. A missing file is an empty set of refs.
 func (s *Store) readRefs() (map[RefName]refState, error) {
 	if s.remote != nil {
-		refs, _, err := s.readRemoteRefs(context.Background())
+		refs, _, _, err := s.readRemoteRefs(context.Background())
 		return refs, err
 	}
 	data, err := vfs.ReadFile(s.fs, s.refsPath())

@@ -21,7 +21,7 @@ func (s *Store) currentRefs() (map[RefName]refState, error) {
 		return s.readRefs()
 	}
 	ctx := context.Background()
-	refs, version, err := s.readRemoteRefs(ctx)
+	refs, _, version, err := s.readRemoteRefs(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -43,14 +43,9 @@ func (s *Store) refreshIfChanged(ctx context.Context, version string) error {
 	return s.refreshIndex(ctx, false)
 }
 
-// readRemoteRefs reads the refs object with one GET and returns the refs, the
-// version read (empty: no refs object yet).
-func (s *Store) readRemoteRefs(ctx context.Context) (map[RefName]refState, string, error) {
-	refs, _, version, err := s.readRemoteRefsGen(ctx)
-	return refs, version, err
-}
-
-func (s *Store) readRemoteRefsGen(ctx context.Context) (refs map[RefName]refState, generation uint64, version string, err error) {
+// readRemoteRefs reads the refs object with one GET and returns the refs,
+// their generation and the version read (empty: no refs object yet).
+func (s *Store) readRemoteRefs(ctx context.Context) (refs map[RefName]refState, generation uint64, version string, err error) {
 	be := s.remote.be
 	data, info, err := backend.ReadAll(ctx, be, remoteRefsName)
 	if errors.Is(err, backend.ErrNotFound) {
@@ -91,7 +86,7 @@ func (s *Store) updateRemoteRefs(ctx context.Context, updates []RefUpdate, messa
 	be := s.remote.be
 	deadline := time.Now().Add(s.opts.LockTimeout)
 	for attempt := 0; ; attempt++ {
-		refs, gen, version, err := s.readRemoteRefsGen(ctx)
+		refs, gen, version, err := s.readRemoteRefs(ctx)
 		if err != nil {
 			return err
 		}

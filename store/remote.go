@@ -62,6 +62,8 @@ type remote struct {
 	be backend.Backend
 	// fetches deduplicates concurrent downloads of one pack.
 	fetches singleflight.Group
+	// trimMu serializes trims of the pack cache (packcache.go).
+	trimMu sync.Mutex
 
 	// refreshMu serializes index refreshes.
 	refreshMu sync.Mutex
@@ -197,11 +199,7 @@ func (s *Store) refreshIndex(ctx context.Context, force bool) error {
 		if bad {
 			continue
 		}
-		where := r.be.Properties().Location + "/" + oi.Name
-		got, entries, err := pack.ReadTableAt(remoteReaderAt{ctx, r.be, oi.Name}, where, oi.Size)
-		if err == nil && ID(got) != id {
-			err = fmt.Errorf("%w: pack %s holds the table of pack %s", ErrIntegrity, where, ID(got).Short())
-		}
+		entries, err := s.remoteTable(ctx, id, oi.Size)
 		if errors.Is(err, pack.ErrCorrupt) || errors.Is(err, pack.ErrNotPack) || errors.Is(err, ErrIntegrity) {
 			// A damaged or foreign object must not stop the node from
 			// answering: it is left out of the index (what it held reads as
@@ -216,7 +214,7 @@ func (s *Store) refreshIndex(ctx context.Context, force bool) error {
 		}
 		locs := make(map[ID]Location, len(entries))
 		for _, e := range entries {
-			locs[ID(e.ID)] = Location{Pack: id, Offset: e.Offset, StoredLen: e.StoredLen, RawLen: e.RawLen, Kind: Kind(e.Kind), Codec: e.Codec, CRC: e.CRC}
+			locs[ID(e.ID)] = locationOf(id, e)
 		}
 		if err := s.idx.addPack(id, packRecord{Size: uint64(oi.Size), Entries: uint64(len(entries))}, locs); err != nil {
 			return fmt.Errorf("refresh index: %w", err)
@@ -518,15 +516,7 @@ func (s *Store) sweepRemoteUnindexed(ctx context.Context, cutoff time.Time, dryR
 func (s *Store) packTable(id ID, size int64) ([]pack.Entry, error) {
 	if s.remote != nil {
 		if _, err := s.fs.Stat(s.packPath(id)); errors.Is(err, os.ErrNotExist) {
-			name := remotePackName(id)
-			got, entries, err := pack.ReadTableAt(remoteReaderAt{context.Background(), s.remote.be, name}, s.packLocation(id), size)
-			if err != nil {
-				return nil, err
-			}
-			if ID(got) != id {
-				return nil, fmt.Errorf("%w: pack %s holds the table of pack %s", ErrIntegrity, s.packLocation(id), ID(got).Short())
-			}
-			return entries, nil
+			return s.remoteTable(context.Background(), id, size)
 		}
 	}
 	r, err := pack.OpenFS(s.fs, s.packPath(id))
@@ -555,14 +545,7 @@ func (s *Store) forEachRemotePackTable(ctx context.Context, fn func(id ID, size 
 		if !ok {
 			continue
 		}
-		where := s.remote.be.Properties().Location + "/" + oi.Name
-		got, entries, terr := pack.ReadTableAt(remoteReaderAt{ctx, s.remote.be, oi.Name}, where, oi.Size)
-		if terr == nil && ID(got) != id {
-			terr = fmt.Errorf("%w: pack %s holds the table of pack %s", ErrIntegrity, where, ID(got).Short())
-		}
-		if terr != nil {
-			terr = fmt.Errorf("%s: %w", where, terr)
-		}
+		entries, terr := s.remoteTable(ctx, id, oi.Size)
 		if err := fn(id, oi.Size, entries, terr); err != nil {
 			return err
 		}
@@ -570,14 +553,25 @@ func (s *Store) forEachRemotePackTable(ctx context.Context, fn func(id ID, size 
 	return nil
 }
 
+// remoteTable reads the table of a pack in the backend (two ranged reads)
+// and checks that it hashes to the pack's name. Damage is an error matching
+// pack.ErrCorrupt, pack.ErrNotPack or ErrIntegrity, naming the object.
+func (s *Store) remoteTable(ctx context.Context, id ID, size int64) ([]pack.Entry, error) {
+	where := s.packLocation(id)
+	got, entries, err := pack.ReadTableAt(remoteReaderAt{ctx, s.remote.be, remotePackName(id)}, where, size)
+	if err != nil {
+		return nil, err
+	}
+	if ID(got) != id {
+		return nil, fmt.Errorf("%w: pack %s holds the table of pack %s", ErrIntegrity, where, ID(got).Short())
+	}
+	return entries, nil
+}
+
 // packCached reports whether this node holds a copy of the pack (open, mapped,
 // or in packs/).
 func (s *Store) packCached(id ID) bool {
-	s.packMu.Lock()
-	_, open := s.packFiles[id]
-	_, mapped := s.packMaps[id]
-	s.packMu.Unlock()
-	if open || mapped {
+	if s.packInUse(id) {
 		return true
 	}
 	_, err := s.fs.Stat(s.packPath(id))
@@ -601,7 +595,7 @@ func (s *Store) readRemoteEntry(id ID, loc Location, dst []byte) ([]byte, error)
 func (s *Store) readRemoteStored(id ID, loc Location) ([]byte, string, error) {
 	name := remotePackName(loc.Pack)
 	where := s.packLocation(loc.Pack)
-	e := pack.Entry{ID: pack.ID(id), Kind: uint8(loc.Kind), Codec: loc.Codec, Offset: loc.Offset, RawLen: loc.RawLen, StoredLen: loc.StoredLen, CRC: loc.CRC}
+	e := loc.entry(id)
 	stored, err := pack.ReadEntryAt(remoteReaderAt{context.Background(), s.remote.be, name}, where, e)
 	if err != nil {
 		return nil, where, s.remoteReadError(id, loc.Kind, where, err)

@@ -52,7 +52,7 @@ func (s *Store) RepairIndex() (*RepairResult, error) {
 					res.Duplicates++
 					continue
 				}
-				loc := Location{Pack: id, Offset: e.Offset, StoredLen: e.StoredLen, RawLen: e.RawLen, Kind: Kind(e.Kind), Codec: e.Codec, CRC: e.CRC}
+				loc := locationOf(id, e)
 				if err := objs.Put(oid[:], loc.encode()); err != nil {
 					return err
 				}

@@ -629,7 +629,7 @@ func (s *Store) readStoredAt(id ID, loc Location, buf []byte) ([]byte, string, e
 	if err != nil {
 		return nil, s.packPath(loc.Pack), err
 	}
-	e := pack.Entry{ID: pack.ID(id), Kind: uint8(loc.Kind), Codec: loc.Codec, Offset: loc.Offset, RawLen: loc.RawLen, StoredLen: loc.StoredLen, CRC: loc.CRC}
+	e := loc.entry(id)
 	data, err := pack.ReadStoredAt(f, s.packPath(loc.Pack), e, buf)
 	if err != nil {
 		return nil, s.packPath(loc.Pack), &IntegrityError{ID: id, Kind: loc.Kind, Pack: s.packPath(loc.Pack), Err: err}
