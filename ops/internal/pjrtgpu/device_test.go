@@ -190,10 +190,12 @@ func TestDequantizeBatch(t *testing.T) {
 	}
 }
 
-func TestQuantizeFP8Parity(t *testing.T) {
-	d := testDevice(t)
+// checkQuantizeCases quantizes every case on the device and on the CPU
+// (CheckQuantize) and checks that the CPU refuses exactly wantRefused.
+func checkQuantizeCases(t *testing.T, d *Device, cases []QuantizeCase, wantRefused int) {
+	t.Helper()
 	refused := 0
-	for _, c := range QuantizeCases(1) {
+	for _, c := range cases {
 		r, err := CheckQuantize(d, c)
 		if err != nil {
 			t.Errorf("%s: %v", c.Name, err)
@@ -203,9 +205,14 @@ func TestQuantizeFP8Parity(t *testing.T) {
 		}
 		quantizeResult(t, c, r, err)
 	}
-	if refused != 3 {
-		t.Errorf("%d cases refused by the CPU, want the 3 made to be", refused)
+	if refused != wantRefused {
+		t.Errorf("%d cases refused by the CPU, want the %d made to be", refused, wantRefused)
 	}
+}
+
+func TestQuantizeFP8Parity(t *testing.T) {
+	d := testDevice(t)
+	checkQuantizeCases(t, d, QuantizeCases(1), 3)
 }
 
 // quantizeResult logs a CheckQuantize outcome.
@@ -346,20 +353,7 @@ func TestDequantPack(t *testing.T) {
 // for byte the CPU's tensors, and the CPU's refusals as ErrUnsupported.
 func TestQuantizeIntParity(t *testing.T) {
 	d := testDevice(t)
-	refused := 0
-	for _, c := range IntQuantizeCases(1) {
-		r, err := CheckQuantize(d, c)
-		if err != nil {
-			t.Errorf("%s: %v", c.Name, err)
-		}
-		if r {
-			refused++
-		}
-		quantizeResult(t, c, r, err)
-	}
-	if refused != IntQuantizeRefused {
-		t.Errorf("%d cases refused by the CPU, want the %d made to be", refused, IntQuantizeRefused)
-	}
+	checkQuantizeCases(t, d, IntQuantizeCases(1), IntQuantizeRefused)
 }
 
 // TestDequantGeneralParity: AWQ, FP8 per tensor/channel, E5M2, E8M0

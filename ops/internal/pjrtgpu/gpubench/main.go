@@ -311,20 +311,24 @@ func runParity(dev *pjrtgpu.Device, rep *report) {
 		p.Details = append(p.Details, msg)
 		rep.Failures = append(rep.Failures, msg)
 	}
-	// The device's choice of kernel, after its probes: must match on every
-	// case.
-	for _, c := range pjrtgpu.DequantCases(1) {
-		p.DequantCases++
-		bad, first, err := pjrtgpu.CheckDequant(dev, c)
-		switch {
-		case err != nil:
-			fail("dequant %s: %v", c.Name, err)
-		case bad > 0:
-			fail("dequant %s: %d elements differ, first %s", c.Name, bad, first)
-		default:
-			p.DequantOK++
+	// dequant checks cases with the device's choice of kernel, after its
+	// probes, counting them in *n and those that match (which must be all)
+	// in *ok.
+	dequant := func(cases []pjrtgpu.DequantCase, n, ok *int) {
+		for _, c := range cases {
+			*n++
+			bad, first, err := pjrtgpu.CheckDequant(dev, c)
+			switch {
+			case err != nil:
+				fail("dequant %s: %v", c.Name, err)
+			case bad > 0:
+				fail("dequant %s: %d elements differ, first %s", c.Name, bad, first)
+			default:
+				*ok++
+			}
 		}
 	}
+	dequant(pjrtgpu.DequantCases(1), &p.DequantCases, &p.DequantOK)
 	p.DequantChoices = dev.DequantChoices()
 	// Every kernel on every case: f8-f64 and int are exact on any IEEE
 	// device, flush-to-zero or not, so a mismatch is a bug; f8-f32 needs
@@ -379,31 +383,10 @@ func runParity(dev *pjrtgpu.Device, rep *report) {
 		}
 	}
 	dev.SetDequantPack(false)
-	// INT8 and packed 4-bit (W4A16).
-	for _, c := range pjrtgpu.IntDequantCases(1) {
-		p.IntCases++
-		bad, first, err := pjrtgpu.CheckDequant(dev, c)
-		switch {
-		case err != nil:
-			fail("dequant %s: %v", c.Name, err)
-		case bad > 0:
-			fail("dequant %s: %d elements differ, first %s", c.Name, bad, first)
-		default:
-			p.IntOK++
-		}
-	}
-	for _, c := range pjrtgpu.GeneralDequantCases(1) {
-		p.GeneralCases++
-		bad, first, err := pjrtgpu.CheckDequant(dev, c)
-		switch {
-		case err != nil:
-			fail("dequant %s: %v", c.Name, err)
-		case bad > 0:
-			fail("dequant %s: %d elements differ, first %s", c.Name, bad, first)
-		default:
-			p.GeneralOK++
-		}
-	}
+	// INT8 and packed 4-bit (W4A16), then the general kernel (AWQ, FP8 per
+	// tensor/channel, quanto, …).
+	dequant(pjrtgpu.IntDequantCases(1), &p.IntCases, &p.IntOK)
+	dequant(pjrtgpu.GeneralDequantCases(1), &p.GeneralCases, &p.GeneralOK)
 	// Several modules in one program.
 	cases := pjrtgpu.DequantCases(3)
 	var items []pjrtgpu.DequantItem
