@@ -18,6 +18,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/heft-dev/heft/bench/internal/benchutil"
 	"io"
 	"net"
 	"net/http"
@@ -53,18 +54,6 @@ func main() {
 	}
 }
 
-func parseSize(s string) (int64, error) {
-	mult := int64(1)
-	for suffix, m := range map[string]int64{"GiB": 1 << 30, "MiB": 1 << 20, "GB": 1e9, "MB": 1e6} {
-		if strings.HasSuffix(s, suffix) {
-			s, mult = strings.TrimSuffix(s, suffix), m
-			break
-		}
-	}
-	f, err := strconv.ParseFloat(s, 64)
-	return int64(f * float64(mult)), err
-}
-
 func freePort() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -90,7 +79,7 @@ type file struct {
 }
 
 func run(sizeStr, heftBin, nginx, python, work string, parallel int, rangeSize int64, reps int) error {
-	size, err := parseSize(sizeStr)
+	size, err := benchutil.ParseSize(sizeStr)
 	if err != nil {
 		return fmt.Errorf("-size: %w", err)
 	}

@@ -17,13 +17,15 @@ func TestParseSize(t *testing.T) {
 		{"1.5MiB", 3 << 19},
 		{"2GiB", 2 << 30},
 		{"0.5GiB", 1 << 29},
+		{"2.2GB", 2200000000},
+		{"3MB", 3000000},
 	} {
 		got, err := ParseSize(tc.in)
 		if err != nil || got != tc.want {
 			t.Errorf("ParseSize(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
 		}
 	}
-	for _, bad := range []string{"", "GiB", "1GB", "x", "-1", "-1MiB", "NaN", "Inf", "1e30GiB"} {
+	for _, bad := range []string{"", "GiB", "GB", "1TB", "x", "-1", "-1MiB", "NaN", "Inf", "1e30GiB"} {
 		if n, err := ParseSize(bad); err == nil {
 			t.Errorf("ParseSize(%q) = %d, want an error", bad, n)
 		}
