@@ -41,6 +41,7 @@ type hubEnv struct {
 
 	served   atomic.Int64 // bytes of /resolve response bodies
 	requests atomic.Int64 // every request
+	inFlight atomic.Int64 // requests whose handler has not returned
 	puts     atomic.Int64 // upload PUTs (objects and parts)
 	parts    atomic.Int64 // multipart part PUTs
 
@@ -102,6 +103,8 @@ func newHubEnv(t *testing.T, tweak func(*hub.Options)) *hubEnv {
 
 func (e *hubEnv) serve(w http.ResponseWriter, r *http.Request) {
 	e.requests.Add(1)
+	e.inFlight.Add(1)
+	defer e.inFlight.Add(-1)
 	kind := "api"
 	switch p := r.URL.Path; {
 	case strings.Contains(p, "/resolve/"):
@@ -150,7 +153,20 @@ func (e *hubEnv) count(route string) int {
 	return e.routes[route]
 }
 
+// resetCounts zeroes the counters once nothing of an earlier, interrupted
+// transfer can still be served: a request its client sent just before giving
+// up may sit unread in a connection, or its handler may still be writing, and
+// those bytes must not count as the next transfer's. So every connection is
+// closed first (unread requests are never served) and the running handlers
+// are waited for.
 func (e *hubEnv) resetCounts() {
+	e.t.Helper()
+	e.srv.CloseClientConnections()
+	for deadline := time.Now().Add(10 * time.Second); e.inFlight.Load() != 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%d requests still being served after 10 s", e.inFlight.Load())
+		}
+	}
 	e.mu.Lock()
 	e.routes = map[string]int{}
 	e.mu.Unlock()
